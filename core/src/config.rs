@@ -1,0 +1,523 @@
+//! The typed configuration, read from `pg_status__*` environment variables (and libpq's `PGSSL*`).
+//!
+//! Every invalid value is an error naming the variable and the value, so the program can refuse to start
+//! with one readable line instead of running on a guess.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Why the environment does not describe a usable configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// `pg_status__hosts` is absent.
+    #[error("pg_status__hosts is not set: give the PostgreSQL hosts to monitor, separated by ','")]
+    MissingHosts,
+    /// A variable holds a value that cannot be used.
+    #[error("{var}={value:?}: {reason}")]
+    Invalid {
+        /// The environment variable.
+        var: String,
+        /// The value it holds (never a password: passwords are not validated).
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A variable's value is not valid UTF-8.
+    #[error("{var}: the value is not valid UTF-8")]
+    NotUnicode {
+        /// The environment variable.
+        var: String,
+    },
+}
+
+fn invalid(var: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { var: var.to_owned(), value: value.to_owned(), reason: reason.into() }
+}
+
+/// One monitored PostgreSQL host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostConfig {
+    /// The entry exactly as written in `pg_status__hosts`; responses name the host by it.
+    pub name: String,
+    /// The address to connect to: a DNS name or an IP address, without brackets.
+    pub host: String,
+    /// The TCP port.
+    pub port: u16,
+    /// Data centre from `pg_status__hosts_dc`, when that dimension is in use.
+    pub dc: Option<String>,
+    /// Region from `pg_status__hosts_geo`, when that dimension is in use.
+    pub geo: Option<String>,
+}
+
+/// Where the HTTP server listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenAddress {
+    /// One address, IPv4 or IPv6.
+    Ip(IpAddr),
+    /// Every interface on both IPv4 and IPv6 (`*`).
+    Any,
+}
+
+/// How much the program logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Per-poll detail and selection fallbacks.
+    Debug,
+    /// Start-up, shutdown and host transitions (the default).
+    Info,
+    /// Warnings and errors only.
+    Warning,
+    /// Errors only.
+    Error,
+    /// Only what stops the program.
+    Fatal,
+}
+
+/// Who is master when several hosts claim to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitBrainPolicy {
+    /// The first master in `pg_status__hosts` order (the upstream behaviour).
+    HostOrder,
+    /// The master on the highest timeline; host order breaks ties.
+    Timeline,
+}
+
+/// libpq's `sslmode` values, read from `PGSSLMODE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Never use TLS.
+    Disable,
+    /// Plain first, TLS if the server insists.
+    Allow,
+    /// TLS when the server offers it, without certificate checks (libpq's default).
+    Prefer,
+    /// TLS always, without certificate checks.
+    Require,
+    /// TLS with the server certificate checked against the root certificates.
+    VerifyCa,
+    /// As `VerifyCa`, and the certificate must name the host.
+    VerifyFull,
+}
+
+/// TLS settings for the connections to PostgreSQL, named as libpq names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// `PGSSLMODE`.
+    pub mode: SslMode,
+    /// `PGSSLROOTCERT`: PEM file of trusted roots.
+    pub root_cert: Option<String>,
+    /// `PGSSLCERT`: PEM client certificate for mutual TLS.
+    pub cert: Option<String>,
+    /// `PGSSLKEY`: PEM private key of the client certificate.
+    pub key: Option<String>,
+    /// `PGSSLCRL`: PEM certificate revocation list.
+    pub crl: Option<String>,
+}
+
+/// Everything pg-status is told by its environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The monitored hosts, in `pg_status__hosts` order (which is also the split-brain order).
+    pub hosts: Vec<HostConfig>,
+    /// `pg_status__pg_user`.
+    pub user: String,
+    /// `pg_status__pg_password`. Never print it.
+    pub password: String,
+    /// `pg_status__pg_database`.
+    pub database: String,
+    /// `pg_status__connect_timeout` (seconds); zero means only the iteration deadline limits a connect.
+    pub connect_timeout: Duration,
+    /// `pg_status__max_fails`: consecutive failures after which a host is dead.
+    pub max_fails: u32,
+    /// `pg_status__sleep_ms`: pause between the end of one iteration of a host and the start of the next.
+    pub sleep: Duration,
+    /// `pg_status__query_timeout_ms`: hard deadline of one iteration (connect + query + read).
+    pub query_timeout: Duration,
+    /// `pg_status__conn_max_age_ms`: a connection older than this is reopened at the next iteration.
+    pub conn_max_age: Duration,
+    /// `pg_status__sync_max_lag_ms`: the global time threshold of "synchronous".
+    pub sync_max_lag_ms: u64,
+    /// `pg_status__sync_max_lag_bytes`: the global byte threshold of "synchronous".
+    pub sync_max_lag_bytes: u64,
+    /// `pg_status__http_port`.
+    pub http_port: u16,
+    /// `pg_status__http_listen_address` or `pg_status__http_host`.
+    pub listen: ListenAddress,
+    /// `pg_status__log_level`.
+    pub log_level: LogLevel,
+    /// `pg_status__split_brain`.
+    pub split_brain: SplitBrainPolicy,
+    /// `pg_status__max_wait_ms`: the largest `wait_ms` a request may ask for.
+    pub max_wait: Duration,
+    /// This instance's data centre, when locality by DC is in use.
+    pub current_dc: Option<String>,
+    /// This instance's region, when locality by geo is in use.
+    pub current_geo: Option<String>,
+    /// TLS to PostgreSQL.
+    pub tls: TlsConfig,
+    /// Things worth telling the operator at start-up that do not stop the program.
+    pub warnings: Vec<String>,
+}
+
+/// The variables this version understands; others with the `pg_status__` prefix earn a start-up warning.
+pub const KNOWN_VARIABLES: &[&str] = &[
+    "pg_status__hosts",
+    "pg_status__pg_user",
+    "pg_status__pg_password",
+    "pg_status__pg_database",
+    "pg_status__pg_port",
+    "pg_status__connect_timeout",
+    "pg_status__max_fails",
+    "pg_status__sleep_ms",
+    "pg_status__query_timeout_ms",
+    "pg_status__conn_max_age_ms",
+    "pg_status__sync_max_lag_ms",
+    "pg_status__sync_max_lag_bytes",
+    "pg_status__http_port",
+    "pg_status__http_host",
+    "pg_status__http_listen_address",
+    "pg_status__log_level",
+    "pg_status__split_brain",
+    "pg_status__max_wait_ms",
+    "pg_status__hosts_dc",
+    "pg_status__hosts_geo",
+    "pg_status__current_dc",
+    "pg_status__current_geo",
+    "pg_status__current_dc_env",
+    "pg_status__current_geo_env",
+];
+
+impl Config {
+    /// Reads the configuration from `(name, value)` pairs such as `std::env::vars()`.
+    pub fn from_vars<I, K, V>(vars: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let map: BTreeMap<String, String> = vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        Config::from_map(&map)
+    }
+
+    /// Reads the configuration from a map of environment variables.
+    pub fn from_map(env: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
+        let get = |name: &str| env.get(name).map(String::as_str);
+        let mut warnings = Vec::new();
+
+        let hosts_raw = get("pg_status__hosts").ok_or(ConfigError::MissingHosts)?;
+        let ports = parse_ports(get("pg_status__pg_port"))?;
+        let mut hosts = parse_hosts(hosts_raw, &ports)?;
+
+        let max_fails = parse_u64("pg_status__max_fails", get("pg_status__max_fails"), 3, 1)?;
+        let max_fails = u32::try_from(max_fails)
+            .map_err(|_| invalid("pg_status__max_fails", &max_fails.to_string(), "must be at most 4294967295"))?;
+
+        let listen = parse_listen(get("pg_status__http_host"), get("pg_status__http_listen_address"))?;
+
+        let (current_dc, current_geo) = {
+            let dc = parse_locality(env, &mut hosts, "dc", &mut warnings)?;
+            let geo = parse_locality(env, &mut hosts, "geo", &mut warnings)?;
+            (dc, geo)
+        };
+
+        for name in env.keys() {
+            if name.starts_with("pg_status__") && !KNOWN_VARIABLES.contains(&name.as_str()) {
+                warnings.push(format!("{name} is not a pg-status setting and is ignored"));
+            }
+        }
+
+        Ok(Config {
+            hosts,
+            user: get("pg_status__pg_user").unwrap_or("postgres").to_owned(),
+            password: get("pg_status__pg_password").unwrap_or("postgres").to_owned(),
+            database: get("pg_status__pg_database").unwrap_or("postgres").to_owned(),
+            connect_timeout: Duration::from_secs(parse_u64(
+                "pg_status__connect_timeout",
+                get("pg_status__connect_timeout"),
+                2,
+                0,
+            )?),
+            max_fails,
+            sleep: parse_ms("pg_status__sleep_ms", get("pg_status__sleep_ms"), 5000)?,
+            query_timeout: parse_ms("pg_status__query_timeout_ms", get("pg_status__query_timeout_ms"), 5000)?,
+            conn_max_age: parse_ms("pg_status__conn_max_age_ms", get("pg_status__conn_max_age_ms"), 300_000)?,
+            sync_max_lag_ms: parse_u64("pg_status__sync_max_lag_ms", get("pg_status__sync_max_lag_ms"), 1000, 0)?,
+            sync_max_lag_bytes: parse_u64(
+                "pg_status__sync_max_lag_bytes",
+                get("pg_status__sync_max_lag_bytes"),
+                1_000_000,
+                0,
+            )?,
+            http_port: parse_port("pg_status__http_port", get("pg_status__http_port"), 8000, true)?,
+            listen,
+            log_level: parse_log_level(get("pg_status__log_level"))?,
+            split_brain: parse_split_brain(get("pg_status__split_brain"))?,
+            max_wait: Duration::from_millis(parse_u64(
+                "pg_status__max_wait_ms",
+                get("pg_status__max_wait_ms"),
+                1000,
+                0,
+            )?),
+            current_dc,
+            current_geo,
+            tls: parse_tls(env)?,
+            warnings,
+        })
+    }
+}
+
+/// Parses a non-negative decimal integer of ASCII digits, at least `min`.
+fn parse_u64(var: &str, value: Option<&str>, default: u64, min: u64) -> Result<u64, ConfigError> {
+    let Some(raw) = value else { return Ok(default) };
+    let text = raw.trim();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid(var, raw, "expected a non-negative whole number"));
+    }
+    let n: u64 = text.parse().map_err(|_| invalid(var, raw, "the number is too large"))?;
+    if n < min {
+        return Err(invalid(var, raw, format!("must be at least {min}")));
+    }
+    Ok(n)
+}
+
+fn parse_ms(var: &str, value: Option<&str>, default: u64) -> Result<Duration, ConfigError> {
+    parse_u64(var, value, default, 1).map(Duration::from_millis)
+}
+
+fn parse_port(var: &str, value: Option<&str>, default: u16, zero_ok: bool) -> Result<u16, ConfigError> {
+    let n = parse_u64(var, value, u64::from(default), if zero_ok { 0 } else { 1 })?;
+    u16::try_from(n).map_err(|_| invalid(var, value.unwrap_or_default(), "a port is at most 65535"))
+}
+
+fn parse_ports(value: Option<&str>) -> Result<Vec<u16>, ConfigError> {
+    const VAR: &str = "pg_status__pg_port";
+    let Some(raw) = value else { return Ok(vec![5432]) };
+    raw.split(',')
+        .map(|item| {
+            let item = item.trim();
+            parse_port(VAR, Some(item), 5432, false).map_err(|_| {
+                invalid(
+                    VAR,
+                    raw,
+                    format!("{item:?} is not a port (1-65535); give one port or one per host, separated by ','"),
+                )
+            })
+        })
+        .collect()
+}
+
+fn parse_hosts(raw: &str, ports: &[u16]) -> Result<Vec<HostConfig>, ConfigError> {
+    const VAR: &str = "pg_status__hosts";
+    let items: Vec<&str> = raw.split(',').map(str::trim).collect();
+    if items.iter().any(|item| item.is_empty()) {
+        return Err(invalid(VAR, raw, "empty host entry; separate hosts with single ','"));
+    }
+    if ports.len() > items.len() {
+        return Err(invalid(
+            "pg_status__pg_port",
+            &ports.iter().map(u16::to_string).collect::<Vec<_>>().join(","),
+            format!("{} ports for {} hosts", ports.len(), items.len()),
+        ));
+    }
+    let mut hosts: Vec<HostConfig> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        // A shorter port list repeats its last port; `ports` is never empty (one default or >= 1 parsed item).
+        let list_port = ports[i.min(ports.len() - 1)];
+        let (host, port) = split_host_port(item).map_err(|reason| invalid(VAR, raw, reason))?;
+        let port = port.unwrap_or(list_port);
+        if host.is_empty() {
+            return Err(invalid(VAR, raw, format!("{item:?} has no host name")));
+        }
+        if let Some(prev) =
+            hosts.iter().find(|h| h.name == *item || (h.host.eq_ignore_ascii_case(host) && h.port == port))
+        {
+            return Err(invalid(VAR, raw, format!("{item:?} is listed twice (as {:?})", prev.name)));
+        }
+        hosts.push(HostConfig { name: (*item).to_owned(), host: host.to_owned(), port, dc: None, geo: None });
+    }
+    Ok(hosts)
+}
+
+/// Splits `host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 address.
+fn split_host_port(item: &str) -> Result<(&str, Option<u16>), String> {
+    let bad_port = |p: &str| format!("{item:?}: {p:?} is not a port (1-65535)");
+    let parse = |p: &str| -> Result<u16, String> {
+        match p.parse::<u16>() {
+            Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+            _ => Err(bad_port(p)),
+        }
+    };
+    if let Some(rest) = item.strip_prefix('[') {
+        let Some((host, after)) = rest.split_once(']') else {
+            return Err(format!("{item:?}: missing ']'"));
+        };
+        if after.is_empty() {
+            return Ok((host, None));
+        }
+        let Some(port) = after.strip_prefix(':') else {
+            return Err(format!("{item:?}: expected ':port' after ']'"));
+        };
+        return Ok((host, Some(parse(port)?)));
+    }
+    match item.matches(':').count() {
+        0 => Ok((item, None)),
+        1 => {
+            // Exactly one colon was counted, so split_once finds it.
+            let (host, port) = item.split_once(':').unwrap_or((item, ""));
+            Ok((host, Some(parse(port)?)))
+        }
+        // Several colons and no brackets: an IPv6 address without a port.
+        _ => Ok((item, None)),
+    }
+}
+
+fn parse_listen(http_host: Option<&str>, listen_address: Option<&str>) -> Result<ListenAddress, ConfigError> {
+    let parse = |var: &str, raw: &str| -> Result<ListenAddress, ConfigError> {
+        let text = raw.trim();
+        if text == "*" {
+            return Ok(ListenAddress::Any);
+        }
+        let unbracketed = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')).unwrap_or(text);
+        unbracketed
+            .parse::<IpAddr>()
+            .map(ListenAddress::Ip)
+            .map_err(|_| invalid(var, raw, "expected an IPv4 or IPv6 address, or '*' for every interface"))
+    };
+    let host = http_host.map(|v| parse("pg_status__http_host", v)).transpose()?;
+    let listen = listen_address.map(|v| parse("pg_status__http_listen_address", v)).transpose()?;
+    match (host, listen) {
+        (Some(a), Some(b)) if a != b => Err(invalid(
+            "pg_status__http_listen_address",
+            listen_address.unwrap_or_default(),
+            format!("contradicts pg_status__http_host={:?}; set only one of them", http_host.unwrap_or_default()),
+        )),
+        (_, Some(addr)) | (Some(addr), None) => Ok(addr),
+        (None, None) => Ok(ListenAddress::Ip(IpAddr::from([0, 0, 0, 0]))),
+    }
+}
+
+fn parse_log_level(value: Option<&str>) -> Result<LogLevel, ConfigError> {
+    let Some(raw) = value else { return Ok(LogLevel::Info) };
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "debug" => Ok(LogLevel::Debug),
+        "info" => Ok(LogLevel::Info),
+        "warning" | "warn" => Ok(LogLevel::Warning),
+        "error" => Ok(LogLevel::Error),
+        "fatal" => Ok(LogLevel::Fatal),
+        _ => Err(invalid("pg_status__log_level", raw, "expected debug, info, warning, warn, error or fatal")),
+    }
+}
+
+fn parse_split_brain(value: Option<&str>) -> Result<SplitBrainPolicy, ConfigError> {
+    let Some(raw) = value else { return Ok(SplitBrainPolicy::HostOrder) };
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "host_order" => Ok(SplitBrainPolicy::HostOrder),
+        "timeline" => Ok(SplitBrainPolicy::Timeline),
+        _ => Err(invalid("pg_status__split_brain", raw, "expected host_order or timeline")),
+    }
+}
+
+fn parse_tls(env: &BTreeMap<String, String>) -> Result<TlsConfig, ConfigError> {
+    let path = |name: &str| env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty()).map(str::to_owned);
+    let mode = match env.get("PGSSLMODE") {
+        None => SslMode::Prefer,
+        Some(raw) => match raw.trim() {
+            "disable" => SslMode::Disable,
+            "allow" => SslMode::Allow,
+            "prefer" | "" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            _ => {
+                return Err(invalid(
+                    "PGSSLMODE",
+                    raw,
+                    "expected disable, allow, prefer, require, verify-ca or verify-full",
+                ))
+            }
+        },
+    };
+    let tls = TlsConfig {
+        mode,
+        root_cert: path("PGSSLROOTCERT"),
+        cert: path("PGSSLCERT"),
+        key: path("PGSSLKEY"),
+        crl: path("PGSSLCRL"),
+    };
+    if tls.cert.is_some() != tls.key.is_some() {
+        let (var, value) = match (&tls.cert, &tls.key) {
+            (Some(cert), _) => ("PGSSLCERT", cert.as_str()),
+            (_, key) => ("PGSSLKEY", key.as_deref().unwrap_or_default()),
+        };
+        return Err(invalid(var, value, "PGSSLCERT and PGSSLKEY must be given together"));
+    }
+    Ok(tls)
+}
+
+fn valid_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Reads one locality dimension (`dc` or `geo`): the per-host list and this instance's own value.
+/// Returns this instance's value when the dimension is usable, and fills each host's field.
+fn parse_locality(
+    env: &BTreeMap<String, String>,
+    hosts: &mut [HostConfig],
+    dim: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Option<String>, ConfigError> {
+    let list_var = format!("pg_status__hosts_{dim}");
+    let current_var = format!("pg_status__current_{dim}");
+    let env_var = format!("pg_status__current_{dim}_env");
+
+    let indirect = match env.get(&env_var) {
+        None => None,
+        Some(name) => {
+            let name = name.trim();
+            if !valid_env_name(name) {
+                return Err(invalid(
+                    &env_var,
+                    name,
+                    "expected the name of an environment variable ([A-Za-z_][A-Za-z0-9_]*)",
+                ));
+            }
+            Some((name.to_owned(), env.get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())))
+        }
+    };
+    let current = env.get(&current_var).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    let current = current.or_else(|| indirect.as_ref().and_then(|(_, v)| v.clone()));
+
+    let Some(list) = env.get(&list_var) else {
+        if current.is_some() {
+            warnings.push(format!("locality by {dim} is off: {current_var} is set but {list_var} is not"));
+        }
+        return Ok(None);
+    };
+    let items: Vec<&str> = list.split(',').map(str::trim).collect();
+    if items.len() != hosts.len() || items.iter().any(|i| i.is_empty()) {
+        warnings.push(format!(
+            "locality by {dim} is off: {list_var}={list:?} must name one non-empty {dim} for each of the {} hosts",
+            hosts.len()
+        ));
+        return Ok(None);
+    }
+    for (host, item) in hosts.iter_mut().zip(&items) {
+        let value = Some((*item).to_owned());
+        if dim == "dc" {
+            host.dc = value;
+        } else {
+            host.geo = value;
+        }
+    }
+    if current.is_none() {
+        let why = match &indirect {
+            Some((name, _)) => format!("{env_var} names {name}, which is not set"),
+            None => format!("neither {current_var} nor {env_var} is set"),
+        };
+        warnings.push(format!("locality by {dim} is off: {why}"));
+    }
+    Ok(current)
+}

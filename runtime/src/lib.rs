@@ -1,0 +1,1 @@
+//! The pg-status runtime.
