@@ -7,6 +7,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod cluster;
 pub mod config;
+pub mod http;
 pub mod lsn;
+pub mod monitor;
 pub mod observation;
+pub mod select;

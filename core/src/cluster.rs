@@ -1,0 +1,469 @@
+//! The immutable view of all hosts that request handlers answer from, and how it is derived from the
+//! latest observations: lag (DESIGN 3), sync flags and master election (DESIGN 4).
+
+use std::fmt::Write as _;
+use std::sync::{Arc, OnceLock};
+
+use crate::config::SplitBrainPolicy;
+use crate::lsn::Lsn;
+use crate::observation::{Observation, Role};
+
+/// A host's health as the failure counting sees it (DESIGN 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Health {
+    /// Its first iteration has not ended yet.
+    Unknown,
+    /// Its last iteration succeeded.
+    Alive,
+    /// It failed at least once but fewer than `max_fails` times in a row.
+    PossiblyDead,
+    /// It failed `max_fails` times in a row.
+    Dead,
+}
+
+/// The fixed facts about a host, shared by every snapshot.
+#[derive(Debug, PartialEq, Eq)]
+pub struct HostName {
+    /// The host as written in `pg_status__hosts`.
+    pub name: Arc<str>,
+    /// The JSON answer naming it, `{"host": "<name>"}`, built once so answers need not allocate.
+    pub json: Arc<str>,
+    /// Its data centre, when locality by DC is configured.
+    pub dc: Option<Arc<str>>,
+    /// Its region, when locality by geo is configured.
+    pub geo: Option<Arc<str>>,
+    /// Whether it is in this instance's data centre.
+    pub local_dc: bool,
+    /// Whether it is in this instance's region.
+    pub local_geo: bool,
+}
+
+/// One host in a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostStatus {
+    /// Who it is.
+    pub id: Arc<HostName>,
+    /// Failure-counting health.
+    pub health: Health,
+    /// Its last measured role; `None` when it is dead or was never seen alive.
+    pub role: Option<Role>,
+    /// Replication delay in milliseconds (0 on a master); `None` when there is no measurement.
+    pub lag_ms: Option<u64>,
+    /// Replication lag in bytes (0 on a master); `None` when there is no measurement.
+    pub lag_bytes: Option<u64>,
+    /// Its own latest WAL position: written on a master, replayed on a replica.
+    pub lsn: Option<Lsn>,
+    /// `lag_ms` is within `pg_status__sync_max_lag_ms`.
+    pub sync_by_time: bool,
+    /// `lag_bytes` is within `pg_status__sync_max_lag_bytes`.
+    pub sync_by_bytes: bool,
+    /// The timeline it reported, when known.
+    pub timeline: Option<u32>,
+}
+
+impl HostStatus {
+    /// True when the host has a usable measurement: seen alive, and not dead since.
+    pub fn alive(&self) -> bool {
+        self.role.is_some()
+    }
+
+    /// True when this host may be handed out as a replica (health preference aside).
+    pub fn is_replica(&self) -> bool {
+        self.role == Some(Role::Replica)
+    }
+}
+
+/// Thresholds and locality that answers need besides the hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// `pg_status__sync_max_lag_ms`.
+    pub sync_max_lag_ms: u64,
+    /// `pg_status__sync_max_lag_bytes`.
+    pub sync_max_lag_bytes: u64,
+    /// Locality by DC is in use.
+    pub locality_dc: bool,
+    /// Locality by geo is in use.
+    pub locality_geo: bool,
+    /// Who wins a split brain.
+    pub split_brain: SplitBrainPolicy,
+    /// The largest `wait_ms` a request may ask for, in milliseconds.
+    pub max_wait_ms: u64,
+}
+
+/// Everything a request handler needs, consistent across hosts, never mutated once published.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Every host has finished its first iteration.
+    pub ready: bool,
+    /// The hosts in `pg_status__hosts` order.
+    pub hosts: Vec<HostStatus>,
+    /// Index of the elected master (DESIGN 4).
+    pub master: Option<usize>,
+    /// Thresholds and locality.
+    pub settings: Settings,
+    hosts_json: OnceLock<Arc<str>>,
+}
+
+impl PartialEq for Snapshot {
+    fn eq(&self, other: &Snapshot) -> bool {
+        self.ready == other.ready
+            && self.hosts == other.hosts
+            && self.master == other.master
+            && self.settings == other.settings
+    }
+}
+
+/// What the derivation needs to know about one host.
+#[derive(Debug, Clone)]
+pub struct HostInput<'a> {
+    /// Who it is.
+    pub id: &'a Arc<HostName>,
+    /// Its health.
+    pub health: Health,
+    /// Its last observation, kept while possibly dead and dropped once dead.
+    pub last: Option<&'a Observation>,
+}
+
+impl Snapshot {
+    /// Derives a snapshot from each host's health and last observation.
+    pub fn derive(ready: bool, hosts: &[HostInput<'_>], settings: Settings) -> Snapshot {
+        let master = elect_master(hosts, settings.split_brain);
+        let master_lsn = master.and_then(|m| hosts[m].last).and_then(|o| o.current_lsn);
+        let hosts = hosts.iter().map(|h| host_status(h, master_lsn, &settings)).collect();
+        Snapshot { ready, hosts, master, settings, hosts_json: OnceLock::new() }
+    }
+
+    /// The elected master's status.
+    pub fn master_host(&self) -> Option<&HostStatus> {
+        self.master.map(|m| &self.hosts[m])
+    }
+
+    /// Indexes of alive hosts that report themselves master, in host order (more than one is a split brain).
+    pub fn claimed_masters(&self) -> impl Iterator<Item = usize> + '_ {
+        self.hosts
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.health == Health::Alive && h.role == Some(Role::Master))
+            .map(|(i, _)| i)
+    }
+
+    /// The `/hosts` JSON document, rendered on first use and kept for the snapshot's lifetime.
+    pub fn hosts_json(&self) -> Arc<str> {
+        self.hosts_json
+            .get_or_init(|| {
+                let mut out = String::with_capacity(64 + self.hosts.len() * 200);
+                out.push('[');
+                for (i, h) in self.hosts.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write_host_json(&mut out, h, true);
+                }
+                out.push(']');
+                out.into()
+            })
+            .clone()
+    }
+
+    /// The `/status` JSON document of one host.
+    pub fn status_json(&self, host: &HostStatus) -> String {
+        let mut out = String::with_capacity(256);
+        write_host_json(&mut out, host, false);
+        out
+    }
+}
+
+fn elect_master(hosts: &[HostInput<'_>], policy: SplitBrainPolicy) -> Option<usize> {
+    let claims = |health: Health| {
+        hosts
+            .iter()
+            .enumerate()
+            .filter(move |(_, h)| h.health == health && h.last.is_some_and(|o| o.role == Role::Master))
+    };
+    let pick = |health: Health| -> Option<usize> {
+        match policy {
+            SplitBrainPolicy::HostOrder => claims(health).map(|(i, _)| i).next(),
+            // Highest timeline wins; `min_by_key` on the reversed key keeps the first host among equals.
+            SplitBrainPolicy::Timeline => {
+                claims(health).min_by_key(|(_, h)| std::cmp::Reverse(h.last.and_then(|o| o.timeline))).map(|(i, _)| i)
+            }
+        }
+    };
+    pick(Health::Alive).or_else(|| pick(Health::PossiblyDead))
+}
+
+fn host_status(h: &HostInput<'_>, master_lsn: Option<Lsn>, settings: &Settings) -> HostStatus {
+    let usable = h.last.filter(|_| matches!(h.health, Health::Alive | Health::PossiblyDead));
+    let Some(obs) = usable else {
+        return HostStatus {
+            id: h.id.clone(),
+            health: h.health,
+            role: None,
+            lag_ms: None,
+            lag_bytes: None,
+            lsn: None,
+            sync_by_time: false,
+            sync_by_bytes: false,
+            timeline: None,
+        };
+    };
+    let (lag_ms, lag_bytes) = match obs.role {
+        Role::Master => (0, 0),
+        Role::Replica => replica_lag(obs, master_lsn),
+    };
+    HostStatus {
+        id: h.id.clone(),
+        health: h.health,
+        role: Some(obs.role),
+        lag_ms: Some(lag_ms),
+        lag_bytes: Some(lag_bytes),
+        lsn: obs.lsn(),
+        sync_by_time: lag_ms <= settings.sync_max_lag_ms,
+        sync_by_bytes: lag_bytes <= settings.sync_max_lag_bytes,
+        timeline: obs.timeline,
+    }
+}
+
+/// Lag of a replica (DESIGN 3): bytes behind the furthest known WAL position, and the replay delay unless it
+/// has replayed everything the master had at its last poll.
+fn replica_lag(obs: &Observation, master_lsn: Option<Lsn>) -> (u64, u64) {
+    let replay = obs.replay_lsn.unwrap_or_default();
+    let reference = master_lsn.max(obs.receive_lsn).unwrap_or(replay);
+    let lag_bytes = reference.bytes_after(replay);
+    let caught_up = master_lsn.is_some_and(|m| obs.replay_lsn.is_some_and(|r| r >= m));
+    let lag_ms = if caught_up { 0 } else { obs.replay_delay_ms.unwrap_or(0) };
+    (lag_ms, lag_bytes)
+}
+
+/// Appends `s` as a JSON string literal.
+pub(crate) fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                // Writing to a String cannot fail.
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn push_opt_str(out: &mut String, v: Option<&str>) {
+    match v {
+        Some(s) => push_json_str(out, s),
+        None => out.push_str("null"),
+    }
+}
+
+fn push_opt_u64(out: &mut String, v: Option<u64>) {
+    match v {
+        // Writing to a String cannot fail.
+        Some(n) => {
+            let _ = write!(out, "{n}");
+        }
+        None => out.push_str("null"),
+    }
+}
+
+/// Writes one host as `/hosts` (with its name) or `/status` (without) shows it, in the spec's field order.
+fn write_host_json(out: &mut String, h: &HostStatus, with_name: bool) {
+    out.push('{');
+    if with_name {
+        out.push_str("\"host\": ");
+        push_json_str(out, &h.id.name);
+        out.push_str(", ");
+    }
+    out.push_str("\"dc\": ");
+    push_opt_str(out, h.id.dc.as_deref());
+    out.push_str(", \"geo\": ");
+    push_opt_str(out, h.id.geo.as_deref());
+    out.push_str(", \"master\": ");
+    out.push_str(if h.role == Some(Role::Master) { "true" } else { "false" });
+    out.push_str(", \"alive\": ");
+    out.push_str(if h.alive() { "true" } else { "false" });
+    out.push_str(", \"lag_ms\": ");
+    push_opt_u64(out, h.lag_ms);
+    out.push_str(", \"sync_by_time\": ");
+    out.push_str(if h.sync_by_time { "true" } else { "false" });
+    out.push_str(", \"lag_bytes\": ");
+    push_opt_u64(out, h.lag_bytes);
+    out.push_str(", \"sync_by_bytes\": ");
+    out.push_str(if h.sync_by_bytes { "true" } else { "false" });
+    out.push_str(", \"lsn\": ");
+    match h.lsn {
+        Some(lsn) => {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "\"{lsn}\"");
+        }
+        None => out.push_str("null"),
+    }
+    out.push_str(", \"timeline\": ");
+    push_opt_u64(out, h.timeline.map(u64::from));
+    out.push('}');
+}
+
+impl HostName {
+    /// Builds a host's fixed facts; `current_dc` / `current_geo` are this instance's own locality.
+    pub fn new(
+        name: &str,
+        dc: Option<&str>,
+        geo: Option<&str>,
+        current_dc: Option<&str>,
+        current_geo: Option<&str>,
+    ) -> HostName {
+        let mut json = String::with_capacity(name.len() + 12);
+        json.push_str("{\"host\": ");
+        push_json_str(&mut json, name);
+        json.push('}');
+        HostName {
+            name: name.into(),
+            json: json.into(),
+            dc: dc.map(Into::into),
+            geo: geo.map(Into::into),
+            local_dc: current_dc.is_some() && dc == current_dc,
+            local_geo: current_geo.is_some() && geo == current_geo,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            sync_max_lag_ms: 1000,
+            sync_max_lag_bytes: 1000,
+            locality_dc: false,
+            locality_geo: false,
+            split_brain: SplitBrainPolicy::HostOrder,
+            max_wait_ms: 1000,
+        }
+    }
+
+    fn master(lsn: u64, timeline: u32) -> Observation {
+        Observation {
+            role: Role::Master,
+            current_lsn: Some(Lsn(lsn)),
+            receive_lsn: None,
+            replay_lsn: None,
+            replay_delay_ms: None,
+            timeline: Some(timeline),
+        }
+    }
+
+    fn replica(receive: u64, replay: u64, delay: u64) -> Observation {
+        Observation {
+            role: Role::Replica,
+            current_lsn: None,
+            receive_lsn: Some(Lsn(receive)),
+            replay_lsn: Some(Lsn(replay)),
+            replay_delay_ms: Some(delay),
+            timeline: Some(1),
+        }
+    }
+
+    fn ids(n: usize) -> Vec<Arc<HostName>> {
+        (0..n).map(|i| Arc::new(HostName::new(&format!("h{i}"), None, None, None, None))).collect()
+    }
+
+    #[test]
+    fn lag_is_measured_against_the_master_and_an_idle_master_does_not_make_replicas_late() {
+        let ids = ids(3);
+        let m = master(10_000, 1);
+        let behind = replica(10_000, 7_000, 5_000);
+        let caught_up = replica(10_000, 10_000, 60_000);
+        let hosts = [
+            HostInput { id: &ids[0], health: Health::Alive, last: Some(&m) },
+            HostInput { id: &ids[1], health: Health::Alive, last: Some(&behind) },
+            HostInput { id: &ids[2], health: Health::Alive, last: Some(&caught_up) },
+        ];
+        let snap = Snapshot::derive(true, &hosts, settings());
+        assert_eq!(snap.master, Some(0));
+        assert_eq!((snap.hosts[1].lag_bytes, snap.hosts[1].lag_ms), (Some(3_000), Some(5_000)));
+        assert!(!snap.hosts[1].sync_by_bytes && !snap.hosts[1].sync_by_time);
+        assert_eq!((snap.hosts[2].lag_bytes, snap.hosts[2].lag_ms), (Some(0), Some(0)));
+        assert!(snap.hosts[2].sync_by_bytes && snap.hosts[2].sync_by_time);
+    }
+
+    #[test]
+    fn received_but_unreplayed_wal_counts_as_lag_even_ahead_of_the_master_poll() {
+        let ids = ids(2);
+        let m = master(1_000, 1);
+        let r = replica(5_000, 2_000, 0);
+        let hosts = [
+            HostInput { id: &ids[0], health: Health::Alive, last: Some(&m) },
+            HostInput { id: &ids[1], health: Health::Alive, last: Some(&r) },
+        ];
+        let snap = Snapshot::derive(true, &hosts, settings());
+        assert_eq!(snap.hosts[1].lag_bytes, Some(3_000));
+    }
+
+    #[test]
+    fn election_prefers_healthy_masters_then_host_order_or_timeline() {
+        let ids = ids(3);
+        let old = master(100, 1);
+        let new = master(50, 2);
+        let hosts = [
+            HostInput { id: &ids[0], health: Health::PossiblyDead, last: Some(&old) },
+            HostInput { id: &ids[1], health: Health::Alive, last: Some(&old) },
+            HostInput { id: &ids[2], health: Health::Alive, last: Some(&new) },
+        ];
+        let mut s = settings();
+        assert_eq!(Snapshot::derive(true, &hosts, s).master, Some(1));
+        s.split_brain = SplitBrainPolicy::Timeline;
+        assert_eq!(Snapshot::derive(true, &hosts, s).master, Some(2));
+        let only_possibly_dead = [HostInput { id: &ids[0], health: Health::PossiblyDead, last: Some(&old) }];
+        assert_eq!(Snapshot::derive(true, &only_possibly_dead, s).master, Some(0));
+        let dead = [HostInput { id: &ids[0], health: Health::Dead, last: Some(&old) }];
+        assert_eq!(Snapshot::derive(true, &dead, s).master, None);
+    }
+
+    #[test]
+    fn hosts_json_keeps_the_spec_field_order_and_nulls_for_dead_hosts() {
+        let ids = ids(2);
+        let m = master(0x300_0060, 1);
+        let hosts = [
+            HostInput { id: &ids[0], health: Health::Alive, last: Some(&m) },
+            HostInput { id: &ids[1], health: Health::Dead, last: None },
+        ];
+        let snap = Snapshot::derive(true, &hosts, settings());
+        let json = snap.hosts_json();
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v[0]["lsn"], "0/3000060");
+        assert_eq!(v[1]["alive"], false);
+        assert!(v[1]["lag_ms"].is_null() && v[1]["lsn"].is_null());
+        assert_eq!(v[1]["sync_by_time"], false);
+        let order: Vec<usize> = [
+            "\"host\"",
+            "\"dc\"",
+            "\"geo\"",
+            "\"master\"",
+            "\"alive\"",
+            "\"lag_ms\"",
+            "\"sync_by_time\"",
+            "\"lag_bytes\"",
+            "\"sync_by_bytes\"",
+            "\"lsn\"",
+            "\"timeline\"",
+        ]
+        .iter()
+        .map(|k| json.find(k).unwrap())
+        .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{json}");
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        let mut out = String::new();
+        push_json_str(&mut out, "a\"b\\c\n\u{1}é");
+        assert_eq!(serde_json::from_str::<String>(&out).unwrap(), "a\"b\\c\n\u{1}é");
+    }
+}

@@ -1,0 +1,383 @@
+//! The pure request handler: `(snapshot, cursor, method, target, Accept) -> Response` (DESIGN 0, 5-7).
+//!
+//! The HTTP server, the simulation and the fuzzer all call [`handle`]; it never blocks, never panics, and
+//! answers the hot routes without allocating beyond reference-count increments.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use crate::cluster::Snapshot;
+use crate::lsn::Lsn;
+use crate::select::{select, Choice, Filter, Pick};
+
+/// The crate version, answered by `/version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// `Content-Type` of plain-text answers.
+pub const TEXT: &str = "text/plain; charset=utf-8";
+/// `Content-Type` of JSON answers.
+pub const JSON: &str = "application/json";
+
+/// An answer body, shared with the snapshot where possible so hot routes do not allocate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    /// No body.
+    Empty,
+    /// A fixed text.
+    Static(&'static str),
+    /// Text owned by the snapshot (a host name or a pre-rendered document).
+    Shared(Arc<str>),
+    /// Text made for this answer.
+    Owned(String),
+}
+
+impl Body {
+    /// The body's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Body::Empty => b"",
+            Body::Static(s) => s.as_bytes(),
+            Body::Shared(s) => s.as_bytes(),
+            Body::Owned(s) => s.as_bytes(),
+        }
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// `Content-Type` header value.
+    pub content_type: &'static str,
+    /// Body.
+    pub body: Body,
+    /// Value of an `Allow` header, sent with 405.
+    pub allow: Option<&'static str>,
+}
+
+impl Response {
+    fn new(status: u16, content_type: &'static str, body: Body) -> Response {
+        Response { status, content_type, body, allow: None }
+    }
+
+    fn error(status: u16, text: &'static str) -> Response {
+        Response::new(status, JSON, Body::Static(text))
+    }
+}
+
+/// The routes pg-status answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// `/master`.
+    Master,
+    /// `/replica`.
+    Replica,
+    /// `/sync_by_time`.
+    SyncByTime,
+    /// `/sync_by_bytes`.
+    SyncByBytes,
+    /// `/sync_by_time_or_bytes`.
+    SyncByTimeOrBytes,
+    /// `/sync_by_time_and_bytes`.
+    SyncByTimeAndBytes,
+    /// `/most_sync_by_bytes`.
+    MostSyncByBytes,
+    /// `/hosts`.
+    Hosts,
+    /// `/status`.
+    Status,
+    /// `/version`.
+    Version,
+    /// `/live`.
+    Live,
+    /// `/ready`.
+    Ready,
+}
+
+impl Route {
+    /// Every route, for metrics and tests.
+    pub const ALL: [Route; 12] = [
+        Route::Master,
+        Route::Replica,
+        Route::SyncByTime,
+        Route::SyncByBytes,
+        Route::SyncByTimeOrBytes,
+        Route::SyncByTimeAndBytes,
+        Route::MostSyncByBytes,
+        Route::Hosts,
+        Route::Status,
+        Route::Version,
+        Route::Live,
+        Route::Ready,
+    ];
+
+    /// The route of a request path, if it is one of ours.
+    pub fn from_path(path: &str) -> Option<Route> {
+        Some(match path {
+            "/master" => Route::Master,
+            "/replica" => Route::Replica,
+            "/sync_by_time" => Route::SyncByTime,
+            "/sync_by_bytes" => Route::SyncByBytes,
+            "/sync_by_time_or_bytes" => Route::SyncByTimeOrBytes,
+            "/sync_by_time_and_bytes" => Route::SyncByTimeAndBytes,
+            "/most_sync_by_bytes" => Route::MostSyncByBytes,
+            "/hosts" => Route::Hosts,
+            "/status" => Route::Status,
+            "/version" => Route::Version,
+            "/live" => Route::Live,
+            "/ready" => Route::Ready,
+            _ => return None,
+        })
+    }
+
+    /// The route's path.
+    pub fn path(self) -> &'static str {
+        match self {
+            Route::Master => "/master",
+            Route::Replica => "/replica",
+            Route::SyncByTime => "/sync_by_time",
+            Route::SyncByBytes => "/sync_by_bytes",
+            Route::SyncByTimeOrBytes => "/sync_by_time_or_bytes",
+            Route::SyncByTimeAndBytes => "/sync_by_time_and_bytes",
+            Route::MostSyncByBytes => "/most_sync_by_bytes",
+            Route::Hosts => "/hosts",
+            Route::Status => "/status",
+            Route::Version => "/version",
+            Route::Live => "/live",
+            Route::Ready => "/ready",
+        }
+    }
+
+    fn needs_ready(self) -> bool {
+        !matches!(self, Route::Version | Route::Live)
+    }
+
+    fn is_selection(self) -> bool {
+        matches!(
+            self,
+            Route::Replica
+                | Route::SyncByTime
+                | Route::SyncByBytes
+                | Route::SyncByTimeOrBytes
+                | Route::SyncByTimeAndBytes
+                | Route::MostSyncByBytes
+        )
+    }
+}
+
+const NOT_READY: &str = r#"{"error_text": "Not ready: not every host has been polled yet"}"#;
+const INVALID_LAG_MS: &str = r#"{"error_text": "Invalid lag_ms"}"#;
+const INVALID_LAG_BYTES: &str = r#"{"error_text": "Invalid lag_bytes"}"#;
+const INVALID_MIN_LSN: &str = r#"{"error_text": "Invalid min_lsn"}"#;
+const INVALID_WAIT_MS: &str = r#"{"error_text": "Invalid wait_ms"}"#;
+const NO_HOST_PARAM: &str = r#"{"error_text": "Get parameter 'host' wasn't passed"}"#;
+const HOST_NULL: &str = r#"{"host": null}"#;
+
+/// A selection request, validated and ready to be answered (possibly more than once while it waits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Selection {
+    /// The route asked for.
+    pub route: Route,
+    /// Its filter, with defaults from the global thresholds already applied.
+    pub filter: Filter,
+    /// Round robin or most synchronous.
+    pub pick: Pick,
+    /// Answer in JSON.
+    pub json: bool,
+    /// How long the caller is willing to wait for a replica that satisfies `min_lsn`, in milliseconds
+    /// (already capped by `pg_status__max_wait_ms`; 0 when not asked for or without `min_lsn`).
+    pub wait_ms: u64,
+}
+
+/// What a request needs: an answer now, or a selection that the runtime may hold while replicas catch up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prepared {
+    /// Answer with this.
+    Respond(Response),
+    /// Answer with [`Selection::answer`], now or after waiting.
+    Select(Selection),
+}
+
+impl Selection {
+    /// Chooses the host and renders the answer.
+    pub fn answer(&self, snapshot: &Snapshot, cursor: &AtomicUsize) -> (Choice, Response) {
+        let choice = select(snapshot, &self.filter, self.pick, cursor);
+        (choice, host_answer(snapshot, choice.host(), self.json))
+    }
+
+    /// Whether a replica satisfies the request in `snapshot` (so a waiting request can be answered).
+    pub fn satisfied(&self, snapshot: &Snapshot) -> bool {
+        snapshot.hosts.iter().any(|h| h.alive() && h.is_replica() && self.filter.accepts(h))
+    }
+}
+
+/// Answers a request in full, without waiting (DESIGN 0 and 5-7).
+pub fn handle(
+    snapshot: &Snapshot,
+    cursor: &AtomicUsize,
+    method: &str,
+    target: &str,
+    accept: Option<&[u8]>,
+) -> Response {
+    match prepare(snapshot, method, target, accept) {
+        Prepared::Respond(response) => response,
+        Prepared::Select(selection) => selection.answer(snapshot, cursor).1,
+    }
+}
+
+/// Validates a request and answers everything that needs no host choice; selection routes come back as a
+/// [`Selection`] so the runtime can answer them at once or after a wait.
+pub fn prepare(snapshot: &Snapshot, method: &str, target: &str, accept: Option<&[u8]>) -> Prepared {
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, query),
+        None => (target, ""),
+    };
+    let Some(route) = Route::from_path(path) else {
+        return Prepared::Respond(Response::new(404, TEXT, Body::Empty));
+    };
+    if method != "GET" && method != "HEAD" {
+        let mut response = Response::new(405, TEXT, Body::Empty);
+        response.allow = Some("GET, HEAD");
+        return Prepared::Respond(response);
+    }
+    if route.needs_ready() && !snapshot.ready {
+        return Prepared::Respond(Response::error(503, NOT_READY));
+    }
+    let json = accept.is_some_and(accepts_json);
+    let respond = |r| Prepared::Respond(r);
+    match route {
+        Route::Live | Route::Ready => respond(Response::new(200, TEXT, Body::Static("OK"))),
+        Route::Version if json => {
+            respond(Response::new(200, JSON, Body::Owned(format!("{{\"version\": \"{VERSION}\"}}"))))
+        }
+        Route::Version => respond(Response::new(200, TEXT, Body::Static(VERSION))),
+        Route::Hosts => respond(Response::new(200, JSON, Body::Shared(snapshot.hosts_json()))),
+        Route::Master => respond(host_answer(snapshot, snapshot.master, json)),
+        Route::Status => respond(status(snapshot, query)),
+        _ => match selection(snapshot, route, query, json) {
+            Ok(selection) => Prepared::Select(selection),
+            Err(response) => respond(response),
+        },
+    }
+}
+
+fn status(snapshot: &Snapshot, query: &str) -> Response {
+    let Some(host) = param(query, "host") else {
+        return Response::error(400, NO_HOST_PARAM);
+    };
+    match snapshot.hosts.iter().find(|h| h.id.name.as_bytes() == host.as_slice()) {
+        Some(h) => Response::new(200, JSON, Body::Owned(snapshot.status_json(h))),
+        None => Response::error(404, HOST_NULL),
+    }
+}
+
+fn selection(snapshot: &Snapshot, route: Route, query: &str, json: bool) -> Result<Selection, Response> {
+    debug_assert!(route.is_selection());
+    let number = |name: &str, error: &'static str| -> Result<Option<u64>, Response> {
+        param(query, name).map(|v| parse_u64(&v).ok_or_else(|| Response::error(400, error))).transpose()
+    };
+    let lag_ms = number("lag_ms", INVALID_LAG_MS)?;
+    let lag_bytes = number("lag_bytes", INVALID_LAG_BYTES)?;
+    let min_lsn = param(query, "min_lsn")
+        .map(|v| Lsn::parse_bytes(&v).ok_or_else(|| Response::error(400, INVALID_MIN_LSN)))
+        .transpose()?;
+    let wait_ms = number("wait_ms", INVALID_WAIT_MS)?;
+    let s = &snapshot.settings;
+    let (max_lag_ms, max_lag_bytes, either, pick) = match route {
+        Route::Replica => (lag_ms, lag_bytes, false, Pick::RoundRobin),
+        Route::SyncByTime => (Some(lag_ms.unwrap_or(s.sync_max_lag_ms)), None, false, Pick::RoundRobin),
+        Route::SyncByBytes => (None, Some(lag_bytes.unwrap_or(s.sync_max_lag_bytes)), false, Pick::RoundRobin),
+        Route::SyncByTimeOrBytes | Route::SyncByTimeAndBytes | Route::MostSyncByBytes => (
+            Some(lag_ms.unwrap_or(s.sync_max_lag_ms)),
+            Some(lag_bytes.unwrap_or(s.sync_max_lag_bytes)),
+            route == Route::SyncByTimeOrBytes,
+            if route == Route::MostSyncByBytes { Pick::MostSyncByBytes } else { Pick::RoundRobin },
+        ),
+        _ => (None, None, false, Pick::RoundRobin),
+    };
+    let wait_ms = if min_lsn.is_some() { wait_ms.unwrap_or(0).min(s.max_wait_ms) } else { 0 };
+    Ok(Selection { route, filter: Filter { max_lag_ms, max_lag_bytes, either, min_lsn }, pick, json, wait_ms })
+}
+
+/// The answer naming a host, or 404 when there is none.
+fn host_answer(snapshot: &Snapshot, host: Option<usize>, json: bool) -> Response {
+    match (host.map(|i| &snapshot.hosts[i]), json) {
+        (Some(h), false) => Response::new(200, TEXT, Body::Shared(h.id.name.clone())),
+        (Some(h), true) => Response::new(200, JSON, Body::Shared(h.id.json.clone())),
+        (None, false) => Response::new(404, TEXT, Body::Empty),
+        (None, true) => Response::new(404, JSON, Body::Static(HOST_NULL)),
+    }
+}
+
+/// ASCII digits only, fitting in u64.
+fn parse_u64(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 20 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    value.iter().try_fold(0u64, |acc, &d| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+}
+
+/// The percent-decoded value of the first occurrence of `name` in a query string (a bare `name` is empty).
+fn param(query: &str, name: &str) -> Option<Vec<u8>> {
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(key.as_bytes()) == name.as_bytes()).then(|| percent_decode(value.as_bytes()))
+    })
+}
+
+/// Decodes `%XX` escapes; a `%` not followed by two hex digits stays as it is.
+fn percent_decode(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if input[i] == b'%' && i + 2 < input.len() {
+            if let (Some(h), Some(l)) = (hex(input[i + 1]), hex(input[i + 2])) {
+                // Two hex digits make at most 0xFF, so the cast is lossless.
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(input[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Whether an `Accept` header lists `application/json` with a non-zero quality (DESIGN 7).
+pub fn accepts_json(accept: &[u8]) -> bool {
+    accept.split(|&b| b == b',').any(|range| {
+        let mut parts = range.split(|&b| b == b';');
+        let media = parts.next().map(trim).unwrap_or_default();
+        if !media.eq_ignore_ascii_case(b"application/json") {
+            return false;
+        }
+        parts.all(|p| {
+            let p = trim(p);
+            match p.iter().position(|&b| b == b'=') {
+                Some(eq) if trim(&p[..eq]).eq_ignore_ascii_case(b"q") => !is_zero_quality(trim(&p[eq + 1..])),
+                _ => true,
+            }
+        })
+    })
+}
+
+fn is_zero_quality(q: &[u8]) -> bool {
+    // A quality of 0, 0., 0.0, 0.00 or 0.000 refuses the type; anything else (even malformed) keeps it.
+    match q.split_first() {
+        Some((b'0', rest)) => match rest.split_first() {
+            None => true,
+            Some((b'.', decimals)) => decimals.len() <= 3 && decimals.iter().all(|&d| d == b'0'),
+            Some(_) => false,
+        },
+        _ => false,
+    }
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(s.len());
+    let end = s.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    &s[start..end.max(start)]
+}

@@ -1,0 +1,499 @@
+//! The polling state machine for all hosts (DESIGN 1-2 and 11).
+//!
+//! The runtime drives it in the quinn style: after every input (`handle_poll_result`, `handle_timeout`),
+//! drain `poll_action` until it returns `None`, drain `poll_event`, publish `poll_snapshot` when it returns a
+//! new one, and sleep until `poll_timeout`. The monitor never reads a clock: `now` is always an argument.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::cluster::{Health, HostInput, HostName, Settings, Snapshot};
+use crate::config::Config;
+use crate::observation::{Observation, Role};
+
+/// Names one poll iteration: which host, and which of its iterations (results of older ones are ignored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PollId {
+    /// Index of the host in `pg_status__hosts` order.
+    pub host: usize,
+    /// Sequence number of the iteration for that host.
+    pub iteration: u64,
+}
+
+/// What the monitor asks the runtime to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Run one poll iteration (connect if needed, run the poll query, read the row) before `deadline`, then
+    /// report it with `handle_poll_result(id, ..)`.
+    Poll {
+        /// The iteration to report.
+        id: PollId,
+        /// Hard deadline of the whole iteration.
+        deadline: Instant,
+        /// Close the host's current connection, if any, and open a new one.
+        reconnect: bool,
+    },
+}
+
+/// The kind of a failed iteration, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PollErrorKind {
+    /// The TCP or TLS connection could not be established.
+    Connect,
+    /// The server refused the credentials.
+    Auth,
+    /// The poll query failed.
+    Query,
+    /// The iteration did not finish by its deadline.
+    Timeout,
+    /// The reply could not be understood.
+    BadReply,
+    /// The server closed the connection.
+    Closed,
+}
+
+impl PollErrorKind {
+    /// A short lowercase name, used as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PollErrorKind::Connect => "connect",
+            PollErrorKind::Auth => "auth",
+            PollErrorKind::Query => "query",
+            PollErrorKind::Timeout => "timeout",
+            PollErrorKind::BadReply => "bad_reply",
+            PollErrorKind::Closed => "closed",
+        }
+    }
+}
+
+/// Why one poll iteration failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct PollError {
+    /// What kind of failure.
+    pub kind: PollErrorKind,
+    /// A readable description (never containing the password).
+    pub message: String,
+}
+
+impl PollError {
+    /// A failure of the given kind.
+    pub fn new(kind: PollErrorKind, message: impl Into<String>) -> PollError {
+        PollError { kind, message: message.into() }
+    }
+
+    /// The iteration ran past its deadline.
+    pub fn timeout() -> PollError {
+        PollError::new(PollErrorKind::Timeout, "no answer before the iteration deadline (pg_status__query_timeout_ms)")
+    }
+}
+
+/// A change of a host's state worth one log line (DESIGN 11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// First failure after being alive (or at the first iteration).
+    PossiblyDead,
+    /// `max_fails` consecutive failures.
+    Dead,
+    /// Seen as master: at first sight, after a role change, or back from a failure.
+    Master,
+    /// Seen as replica: at first sight, after a role change, or back from a failure.
+    Replica,
+    /// A replica's `lag_ms` came within `pg_status__sync_max_lag_ms`.
+    SyncInTime,
+    /// A replica's `lag_ms` went beyond `pg_status__sync_max_lag_ms`.
+    OutOfSyncInTime,
+    /// A replica's `lag_bytes` came within `pg_status__sync_max_lag_bytes`.
+    SyncInBytes,
+    /// A replica's `lag_bytes` went beyond `pg_status__sync_max_lag_bytes`.
+    OutOfSyncInBytes,
+}
+
+impl Transition {
+    /// The spec's wording of the transition.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transition::PossiblyDead => "possible dead",
+            Transition::Dead => "dead",
+            Transition::Master => "master",
+            Transition::Replica => "replica",
+            Transition::SyncInTime => "synchronous in time",
+            Transition::OutOfSyncInTime => "out of sync in time",
+            Transition::SyncInBytes => "synchronous in bytes",
+            Transition::OutOfSyncInBytes => "out of sync in bytes",
+        }
+    }
+}
+
+/// Something the runtime should log; `Display` gives the line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A host changed state: `<host>: <transition>`.
+    Transition {
+        /// The host as written in `pg_status__hosts`.
+        host: Arc<str>,
+        /// What changed.
+        transition: Transition,
+    },
+    /// A poll iteration failed (logged to stderr; repeats while a host stays dead with the same error are
+    /// left out).
+    PollFailed {
+        /// The host as written in `pg_status__hosts`.
+        host: Arc<str>,
+        /// Why.
+        error: PollError,
+    },
+    /// Every host has finished its first iteration: host routes answer from now on.
+    Ready,
+    /// More than one alive host claims to be master (a new split brain, or a change in who takes part).
+    SplitBrain {
+        /// The claiming hosts, in host order.
+        masters: Vec<Arc<str>>,
+    },
+    /// At most one alive host claims to be master again.
+    SplitBrainEnded,
+}
+
+impl Event {
+    /// True for lines that belong on stderr.
+    pub fn is_error(&self) -> bool {
+        matches!(self, Event::PollFailed { .. })
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Transition { host, transition } => write!(f, "{host}: {}", transition.as_str()),
+            Event::PollFailed { host, error } => write!(f, "{host}: poll failed ({}): {error}", error.kind.as_str()),
+            Event::Ready => f.write_str("ready: every host has been polled once"),
+            Event::SplitBrain { masters } => write!(f, "split brain: {}", masters.join(", ")),
+            Event::SplitBrainEnded => f.write_str("split brain ended"),
+        }
+    }
+}
+
+/// What the monitor has announced about a host, so each transition is logged once.
+#[derive(Debug, Clone, Copy, Default)]
+struct Announced {
+    role: Option<Role>,
+    sync_time: Option<bool>,
+    sync_bytes: Option<bool>,
+}
+
+#[derive(Debug)]
+struct HostState {
+    id: Arc<HostName>,
+    /// When the next iteration is due; `None` while one is in flight.
+    next_poll: Option<Instant>,
+    /// The iteration in flight and its deadline.
+    in_flight: Option<(u64, Instant)>,
+    iterations: u64,
+    /// When the current connection was opened (approximately: the start of its first iteration).
+    conn_opened: Option<Instant>,
+    /// A connection was asked to open by the iteration in flight.
+    opening: Option<Instant>,
+    fails: u32,
+    health: Health,
+    last: Option<Observation>,
+    last_success: Option<Instant>,
+    last_error: Option<PollError>,
+    finished_first: bool,
+    announced: Announced,
+    /// Another iteration was asked for while one was in flight (see [`Monitor::request_refresh`]).
+    refresh: bool,
+}
+
+/// Per-host counters the runtime may export as metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostCounters {
+    /// Consecutive failed iterations.
+    pub consecutive_failures: u32,
+    /// When the last successful iteration ended.
+    pub last_success: Option<Instant>,
+    /// Connections asked for so far.
+    pub connections_opened: u64,
+    /// Iterations started so far.
+    pub iterations: u64,
+}
+
+/// The polling state machine for all hosts.
+#[derive(Debug)]
+pub struct Monitor {
+    hosts: Vec<HostState>,
+    sleep: Duration,
+    query_timeout: Duration,
+    conn_max_age: Duration,
+    max_fails: u32,
+    settings: Settings,
+    events: VecDeque<Event>,
+    ready: bool,
+    dirty: bool,
+    current: Snapshot,
+    split_brain: Vec<usize>,
+    connections_opened: Vec<u64>,
+}
+
+impl Monitor {
+    /// A monitor for the configured hosts; every host is due for its first poll at `now`.
+    pub fn new(config: &Config, now: Instant) -> Monitor {
+        let settings = Settings {
+            sync_max_lag_ms: config.sync_max_lag_ms,
+            sync_max_lag_bytes: config.sync_max_lag_bytes,
+            locality_dc: config.current_dc.is_some(),
+            locality_geo: config.current_geo.is_some(),
+            split_brain: config.split_brain,
+            max_wait_ms: u64::try_from(config.max_wait.as_millis()).unwrap_or(u64::MAX),
+        };
+        let hosts: Vec<HostState> = config
+            .hosts
+            .iter()
+            .map(|h| HostState {
+                id: Arc::new(HostName::new(
+                    &h.name,
+                    h.dc.as_deref(),
+                    h.geo.as_deref(),
+                    config.current_dc.as_deref(),
+                    config.current_geo.as_deref(),
+                )),
+                next_poll: Some(now),
+                in_flight: None,
+                iterations: 0,
+                conn_opened: None,
+                opening: None,
+                fails: 0,
+                health: Health::Unknown,
+                last: None,
+                last_success: None,
+                last_error: None,
+                finished_first: false,
+                announced: Announced::default(),
+                refresh: false,
+            })
+            .collect();
+        let n = hosts.len();
+        let mut monitor = Monitor {
+            hosts,
+            sleep: config.sleep,
+            query_timeout: config.query_timeout,
+            conn_max_age: config.conn_max_age,
+            // A configuration never holds 0 (the parser rejects it); 1 keeps the arithmetic sound regardless.
+            max_fails: config.max_fails.max(1),
+            settings,
+            events: VecDeque::new(),
+            ready: n == 0,
+            dirty: true,
+            current: Snapshot::derive(false, &[], settings),
+            split_brain: Vec::new(),
+            connections_opened: vec![0; n],
+        };
+        monitor.current = monitor.derive();
+        monitor
+    }
+
+    /// The next iteration to start at `now`, if one is due. Call until it returns `None`.
+    pub fn poll_action(&mut self, now: Instant) -> Option<Action> {
+        let (index, host) = self.hosts.iter_mut().enumerate().find(|(_, h)| h.next_poll.is_some_and(|t| t <= now))?;
+        host.iterations += 1;
+        let deadline = now + self.query_timeout;
+        let reconnect = match host.conn_opened {
+            None => true,
+            Some(opened) => now.saturating_duration_since(opened) >= self.conn_max_age,
+        };
+        if reconnect {
+            host.conn_opened = None;
+            host.opening = Some(now);
+            self.connections_opened[index] += 1;
+        }
+        host.next_poll = None;
+        host.in_flight = Some((host.iterations, deadline));
+        Some(Action::Poll { id: PollId { host: index, iteration: host.iterations }, deadline, reconnect })
+    }
+
+    /// When the monitor next needs `handle_timeout`: the earliest due poll or in-flight deadline.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.hosts.iter().filter_map(|h| h.next_poll.or(h.in_flight.map(|(_, deadline)| deadline))).min()
+    }
+
+    /// Advances time: an iteration still in flight past its deadline counts as a timeout, so a runtime that
+    /// lost track of one can never stall a host. Due polls are then returned by `poll_action`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for index in 0..self.hosts.len() {
+            if let Some((iteration, deadline)) = self.hosts[index].in_flight {
+                if now > deadline {
+                    self.handle_poll_result(PollId { host: index, iteration }, Err(PollError::timeout()), now);
+                }
+            }
+        }
+    }
+
+    /// Records how an iteration ended. Results of iterations that are no longer in flight are ignored; a
+    /// success reported after the deadline counts as a timeout.
+    pub fn handle_poll_result(&mut self, id: PollId, result: Result<Observation, PollError>, now: Instant) {
+        let Some(host) = self.hosts.get_mut(id.host) else { return };
+        let Some((iteration, deadline)) = host.in_flight else { return };
+        if iteration != id.iteration {
+            return;
+        }
+        host.in_flight = None;
+        host.next_poll = Some(if std::mem::take(&mut host.refresh) { now } else { now + self.sleep });
+        host.finished_first = true;
+        let result = match result {
+            Ok(_) if now > deadline => Err(PollError::timeout()),
+            other => other,
+        };
+        let name = host.id.name.clone();
+        match result {
+            Ok(observation) => {
+                if let Some(opened) = host.opening.take() {
+                    host.conn_opened = Some(opened);
+                }
+                let was = host.health;
+                host.fails = 0;
+                host.health = Health::Alive;
+                host.last_error = None;
+                host.last_success = Some(now);
+                let role = observation.role;
+                host.last = Some(observation);
+                if was != Health::Alive || host.announced.role != Some(role) {
+                    if host.announced.role != Some(role) {
+                        // A new role starts without announced sync state: a replica announces its own afresh.
+                        host.announced = Announced::default();
+                    }
+                    host.announced.role = Some(role);
+                    let transition = if role == Role::Master { Transition::Master } else { Transition::Replica };
+                    self.events.push_back(Event::Transition { host: name, transition });
+                }
+            }
+            Err(error) => {
+                host.conn_opened = None;
+                host.opening = None;
+                host.fails = host.fails.saturating_add(1);
+                let was = host.health;
+                let repeated = was == Health::Dead && host.last_error.as_ref() == Some(&error);
+                if !repeated {
+                    self.events.push_back(Event::PollFailed { host: name.clone(), error: error.clone() });
+                }
+                host.last_error = Some(error);
+                if host.fails >= self.max_fails {
+                    host.health = Health::Dead;
+                    host.last = None;
+                    if was != Health::Dead {
+                        // Forget what was announced, so a revival announces role and sync state afresh.
+                        host.announced = Announced::default();
+                        self.events.push_back(Event::Transition { host: name, transition: Transition::Dead });
+                    }
+                } else {
+                    host.health = Health::PossiblyDead;
+                    if was != Health::PossiblyDead {
+                        self.events.push_back(Event::Transition { host: name, transition: Transition::PossiblyDead });
+                    }
+                }
+            }
+        }
+        if !self.ready && self.hosts.iter().all(|h| h.finished_first) {
+            self.ready = true;
+            self.events.push_back(Event::Ready);
+        }
+        self.refresh_view();
+    }
+
+    /// Asks for fresh data from every replica as soon as possible: idle replicas are polled at once, and those
+    /// with an iteration in flight poll again right after it ends. Many calls before the polls happen cost one
+    /// poll per host.
+    pub fn request_refresh(&mut self, now: Instant) {
+        for h in &mut self.hosts {
+            if h.last.as_ref().is_some_and(|o| o.role == Role::Master) {
+                continue;
+            }
+            match h.next_poll {
+                Some(t) if t > now => h.next_poll = Some(now),
+                Some(_) => {}
+                None => h.refresh = true,
+            }
+        }
+    }
+
+    /// The next event to log, oldest first.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// A new snapshot when anything changed since the last call.
+    pub fn poll_snapshot(&mut self) -> Option<Snapshot> {
+        if std::mem::take(&mut self.dirty) {
+            Some(self.current.clone())
+        } else {
+            None
+        }
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Snapshot {
+        self.current.clone()
+    }
+
+    /// True once every host has finished its first iteration.
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    /// Number of monitored hosts.
+    pub fn host_count(&self) -> usize {
+        self.hosts.len()
+    }
+
+    /// Counters of one host, for metrics.
+    pub fn counters(&self, host: usize) -> Option<HostCounters> {
+        let h = self.hosts.get(host)?;
+        Some(HostCounters {
+            consecutive_failures: h.fails,
+            last_success: h.last_success,
+            connections_opened: self.connections_opened[host],
+            iterations: h.iterations,
+        })
+    }
+
+    fn derive(&self) -> Snapshot {
+        let inputs: Vec<HostInput<'_>> =
+            self.hosts.iter().map(|h| HostInput { id: &h.id, health: h.health, last: h.last.as_ref() }).collect();
+        Snapshot::derive(self.ready, &inputs, self.settings)
+    }
+
+    /// Rebuilds the snapshot and announces the sync and split-brain changes it shows.
+    fn refresh_view(&mut self) {
+        let snapshot = self.derive();
+        for (h, status) in self.hosts.iter_mut().zip(&snapshot.hosts) {
+            if status.role != Some(Role::Replica) || h.health == Health::Dead {
+                continue;
+            }
+            let name = &h.id.name;
+            if h.announced.sync_time != Some(status.sync_by_time) {
+                h.announced.sync_time = Some(status.sync_by_time);
+                let transition = if status.sync_by_time { Transition::SyncInTime } else { Transition::OutOfSyncInTime };
+                self.events.push_back(Event::Transition { host: name.clone(), transition });
+            }
+            if h.announced.sync_bytes != Some(status.sync_by_bytes) {
+                h.announced.sync_bytes = Some(status.sync_by_bytes);
+                let transition =
+                    if status.sync_by_bytes { Transition::SyncInBytes } else { Transition::OutOfSyncInBytes };
+                self.events.push_back(Event::Transition { host: name.clone(), transition });
+            }
+        }
+        let claims: Vec<usize> = snapshot.claimed_masters().collect();
+        let split = if claims.len() > 1 { claims } else { Vec::new() };
+        if split != self.split_brain {
+            if split.is_empty() {
+                self.events.push_back(Event::SplitBrainEnded);
+            } else {
+                let masters = split.iter().map(|&i| self.hosts[i].id.name.clone()).collect();
+                self.events.push_back(Event::SplitBrain { masters });
+            }
+            self.split_brain = split;
+        }
+        self.current = snapshot;
+        self.dirty = true;
+    }
+}
