@@ -521,3 +521,173 @@ fn parse_locality(
     }
     Ok(current)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    fn err(vars: &[(&str, &str)]) -> String {
+        cfg(vars).expect_err("configuration must be rejected").to_string()
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let c = cfg(&[("pg_status__hosts", "a,b")]).unwrap();
+        assert_eq!(c.user, "postgres");
+        assert_eq!(c.password, "postgres");
+        assert_eq!(c.database, "postgres");
+        assert_eq!(c.hosts.iter().map(|h| h.port).collect::<Vec<_>>(), [5432, 5432]);
+        assert_eq!(c.connect_timeout, Duration::from_secs(2));
+        assert_eq!(c.max_fails, 3);
+        assert_eq!(c.sleep, Duration::from_millis(5000));
+        assert_eq!(c.query_timeout, Duration::from_millis(5000));
+        assert_eq!(c.conn_max_age, Duration::from_millis(300_000));
+        assert_eq!(c.sync_max_lag_ms, 1000);
+        assert_eq!(c.sync_max_lag_bytes, 1_000_000);
+        assert_eq!(c.http_port, 8000);
+        assert_eq!(c.listen, ListenAddress::Ip(IpAddr::from([0, 0, 0, 0])));
+        assert_eq!(c.split_brain, SplitBrainPolicy::HostOrder);
+        assert_eq!(c.tls.mode, SslMode::Prefer);
+        assert!(c.warnings.is_empty());
+    }
+
+    #[test]
+    fn hosts_take_their_own_port_or_the_port_list() {
+        let c = cfg(&[
+            ("pg_status__hosts", " db1 , db2:6432, [::1]:5433, ::1, db5"),
+            ("pg_status__pg_port", "7000,7001,7002,7003"),
+        ])
+        .unwrap();
+        let got: Vec<(&str, &str, u16)> = c.hosts.iter().map(|h| (h.name.as_str(), h.host.as_str(), h.port)).collect();
+        assert_eq!(
+            got,
+            [
+                ("db1", "db1", 7000),
+                ("db2:6432", "db2", 6432),
+                ("[::1]:5433", "::1", 5433),
+                ("::1", "::1", 7003),
+                ("db5", "db5", 7003),
+            ]
+        );
+    }
+
+    #[test]
+    fn errors_name_the_variable_and_the_value() {
+        assert_eq!(err(&[]), ConfigError::MissingHosts.to_string());
+        for (vars, needle) in [
+            (vec![("pg_status__hosts", "a,,b")], r#"pg_status__hosts="a,,b""#),
+            (vec![("pg_status__hosts", "")], r#"pg_status__hosts="""#),
+            (vec![("pg_status__hosts", "a,a")], "listed twice"),
+            (vec![("pg_status__hosts", "a:5432,a")], "listed twice"),
+            (vec![("pg_status__hosts", "a:0")], r#""0" is not a port"#),
+            (vec![("pg_status__hosts", "a:x")], r#""x" is not a port"#),
+            (vec![("pg_status__hosts", "[::1")], "missing ']'"),
+            (vec![("pg_status__hosts", "a"), ("pg_status__pg_port", "1,2")], "2 ports for 1 hosts"),
+            (vec![("pg_status__hosts", "a"), ("pg_status__pg_port", "70000")], r#"pg_status__pg_port="70000""#),
+            (vec![("pg_status__hosts", "a"), ("pg_status__sleep_ms", "abc")], r#"pg_status__sleep_ms="abc""#),
+            (vec![("pg_status__hosts", "a"), ("pg_status__sleep_ms", "-5")], r#"pg_status__sleep_ms="-5""#),
+            (vec![("pg_status__hosts", "a"), ("pg_status__sleep_ms", "0")], "must be at least 1"),
+            (vec![("pg_status__hosts", "a"), ("pg_status__max_fails", "0")], r#"pg_status__max_fails="0""#),
+            (vec![("pg_status__hosts", "a"), ("pg_status__query_timeout_ms", "0")], "pg_status__query_timeout_ms"),
+            (vec![("pg_status__hosts", "a"), ("pg_status__conn_max_age_ms", "1e3")], "pg_status__conn_max_age_ms"),
+            (vec![("pg_status__hosts", "a"), ("pg_status__http_port", "65536")], "pg_status__http_port"),
+            (vec![("pg_status__hosts", "a"), ("pg_status__sync_max_lag_bytes", "99999999999999999999")], "too large"),
+            (vec![("pg_status__hosts", "a"), ("pg_status__http_host", "localhost")], "pg_status__http_host"),
+            (vec![("pg_status__hosts", "a"), ("pg_status__log_level", "loud")], "pg_status__log_level"),
+            (vec![("pg_status__hosts", "a"), ("pg_status__split_brain", "random")], "pg_status__split_brain"),
+            (vec![("pg_status__hosts", "a"), ("PGSSLMODE", "sometimes")], "PGSSLMODE"),
+            (vec![("pg_status__hosts", "a"), ("PGSSLCERT", "/c.pem")], "PGSSLKEY must be given together"),
+            (vec![("pg_status__hosts", "a"), ("pg_status__current_dc_env", "1BAD")], "pg_status__current_dc_env"),
+        ] {
+            let message = err(&vars);
+            assert!(message.contains(needle), "{vars:?}: {message:?} should contain {needle:?}");
+        }
+    }
+
+    #[test]
+    fn zero_is_accepted_where_it_means_something() {
+        let c = cfg(&[
+            ("pg_status__hosts", "a"),
+            ("pg_status__connect_timeout", "0"),
+            ("pg_status__sync_max_lag_ms", "0"),
+            ("pg_status__sync_max_lag_bytes", "0"),
+            ("pg_status__http_port", "0"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.connect_timeout, c.sync_max_lag_ms, c.sync_max_lag_bytes, c.http_port),
+            (Duration::ZERO, 0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn the_password_is_never_part_of_an_error() {
+        let message =
+            err(&[("pg_status__hosts", "a"), ("pg_status__pg_password", "s3cret"), ("pg_status__sleep_ms", "x")]);
+        assert!(!message.contains("s3cret"));
+    }
+
+    #[test]
+    fn listen_address_accepts_ipv4_ipv6_and_star() {
+        let listen = |vars: &[(&str, &str)]| {
+            let mut all = vec![("pg_status__hosts", "a")];
+            all.extend_from_slice(vars);
+            cfg(&all).map(|c| c.listen)
+        };
+        assert_eq!(listen(&[("pg_status__http_host", "127.0.0.1")]), Ok(ListenAddress::Ip([127, 0, 0, 1].into())));
+        assert_eq!(
+            listen(&[("pg_status__http_listen_address", "[::1]")]),
+            Ok(ListenAddress::Ip("::1".parse().unwrap()))
+        );
+        assert_eq!(listen(&[("pg_status__http_listen_address", "*")]), Ok(ListenAddress::Any));
+        assert_eq!(
+            listen(&[("pg_status__http_listen_address", "::"), ("pg_status__http_host", "::")]),
+            Ok(ListenAddress::Ip("::".parse().unwrap()))
+        );
+        assert!(listen(&[("pg_status__http_listen_address", "::"), ("pg_status__http_host", "127.0.0.1")]).is_err());
+    }
+
+    #[test]
+    fn locality_is_used_only_when_complete() {
+        let c = cfg(&[
+            ("pg_status__hosts", "a,b,c"),
+            ("pg_status__hosts_dc", "x, y ,x"),
+            ("pg_status__hosts_geo", "eu,eu"),
+            ("pg_status__current_dc_env", "MY_DC"),
+            ("MY_DC", "x"),
+            ("pg_status__current_geo", "eu"),
+        ])
+        .unwrap();
+        assert_eq!(c.current_dc.as_deref(), Some("x"));
+        assert_eq!(c.hosts[1].dc.as_deref(), Some("y"));
+        assert_eq!(c.current_geo, None, "an incomplete geo list turns that dimension off");
+        assert!(c.hosts.iter().all(|h| h.geo.is_none()));
+        assert!(c.warnings.iter().any(|w| w.contains("pg_status__hosts_geo")), "{:?}", c.warnings);
+
+        let direct_wins = cfg(&[
+            ("pg_status__hosts", "a"),
+            ("pg_status__hosts_dc", "x"),
+            ("pg_status__current_dc", "x"),
+            ("pg_status__current_dc_env", "MY_DC"),
+            ("MY_DC", "y"),
+        ])
+        .unwrap();
+        assert_eq!(direct_wins.current_dc.as_deref(), Some("x"));
+
+        let unset =
+            cfg(&[("pg_status__hosts", "a"), ("pg_status__hosts_dc", "x"), ("pg_status__current_dc_env", "NOPE")])
+                .unwrap();
+        assert_eq!(unset.current_dc, None);
+        assert!(unset.warnings.iter().any(|w| w.contains("NOPE")), "{:?}", unset.warnings);
+    }
+
+    #[test]
+    fn unknown_settings_are_warned_about() {
+        let c = cfg(&[("pg_status__hosts", "a"), ("pg_status__sleep", "5")]).unwrap();
+        assert!(c.warnings.iter().any(|w| w.contains("pg_status__sleep ")), "{:?}", c.warnings);
+    }
+}

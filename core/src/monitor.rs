@@ -393,11 +393,12 @@ impl Monitor {
                 }
             }
         }
-        if !self.ready && self.hosts.iter().all(|h| h.finished_first) {
-            self.ready = true;
+        let became_ready = !self.ready && self.hosts.iter().all(|h| h.finished_first);
+        self.ready |= became_ready;
+        self.refresh_view();
+        if became_ready {
             self.events.push_back(Event::Ready);
         }
-        self.refresh_view();
     }
 
     /// Asks for fresh data from every replica as soon as possible: idle replicas are polled at once, and those

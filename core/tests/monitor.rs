@@ -1,0 +1,370 @@
+//! Behaviour of the polling state machine: scheduling, deadlines, connection reuse, failure counting,
+//! transitions and readiness (DESIGN 0-2, 11), including a proptest state-machine test against a reference
+//! model.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use common::*;
+use pg_status_core::cluster::Health;
+use pg_status_core::monitor::{Action, Event, Monitor, PollError, PollErrorKind, PollId, Transition};
+use proptest::prelude::*;
+
+fn drain_actions(m: &mut Monitor, now: Instant) -> Vec<(PollId, Instant, bool)> {
+    std::iter::from_fn(|| m.poll_action(now))
+        .map(|Action::Poll { id, deadline, reconnect }| (id, deadline, reconnect))
+        .collect()
+}
+
+fn lines(m: &mut Monitor) -> Vec<String> {
+    std::iter::from_fn(|| m.poll_event()).filter(|e| !e.is_error()).map(|e| e.to_string()).collect()
+}
+
+fn fail() -> Result<pg_status_core::observation::Observation, PollError> {
+    Err(PollError::new(PollErrorKind::Connect, "connection refused"))
+}
+
+#[test]
+fn every_host_is_polled_at_once_then_sleep_ms_after_its_iteration_ended() {
+    let t0 = start();
+    let mut m = Monitor::new(&config(3, 1000, 500, 60_000, 3), t0);
+    let first = drain_actions(&mut m, t0);
+    assert_eq!(first.iter().map(|a| a.0.host).collect::<Vec<_>>(), [0, 1, 2]);
+    assert!(first.iter().all(|a| a.1 == t0 + ms(500) && a.2), "deadline = now + query_timeout, fresh connections");
+    m.handle_poll_result(first[0].0, Ok(master(100)), t0 + ms(10));
+    m.handle_poll_result(first[1].0, Ok(replica(100, 0)), t0 + ms(200));
+    assert_eq!(m.poll_timeout(), Some(t0 + ms(500)), "host 2's deadline is the next timer");
+    m.handle_timeout(t0 + ms(501));
+    assert_eq!(m.snapshot().hosts[2].health, Health::PossiblyDead, "a silent iteration fails at its deadline");
+    assert!(drain_actions(&mut m, t0 + ms(1009)).is_empty());
+    let second = drain_actions(&mut m, t0 + ms(1010));
+    assert_eq!(second.iter().map(|a| (a.0.host, a.2)).collect::<Vec<_>>(), [(0, false)], "connection reused");
+    assert_eq!(drain_actions(&mut m, t0 + ms(1200)).iter().map(|a| a.0.host).collect::<Vec<_>>(), [1]);
+    let third = drain_actions(&mut m, t0 + ms(1501));
+    assert_eq!(third.iter().map(|a| (a.0.host, a.2)).collect::<Vec<_>>(), [(2, true)], "reconnect after a failure");
+}
+
+#[test]
+fn connections_are_recycled_after_conn_max_age() {
+    let t0 = start();
+    let mut m = Monitor::new(&config(1, 100, 50, 1000, 3), t0);
+    let mut now = t0;
+    let mut reconnects = Vec::new();
+    for _ in 0..25 {
+        let actions = drain_actions(&mut m, now);
+        assert_eq!(actions.len(), 1);
+        reconnects.push(actions[0].2);
+        now += ms(10);
+        m.handle_poll_result(actions[0].0, Ok(master(1)), now);
+        now += ms(100);
+    }
+    // Iterations start every 110 ms; a connection opened at t is replaced at the first start >= t + 1000 ms.
+    let opened: Vec<usize> = reconnects.iter().enumerate().filter(|(_, r)| **r).map(|(i, _)| i).collect();
+    assert_eq!(opened, [0, 10, 20]);
+}
+
+#[test]
+fn possibly_dead_at_the_first_failure_dead_at_max_fails_and_alive_at_the_first_success() {
+    let t0 = start();
+    let mut m = Monitor::new(&config(2, 100, 50, 60_000, 3), t0);
+    let a = drain_actions(&mut m, t0);
+    m.handle_poll_result(a[0].0, Ok(master(5000)), t0 + ms(1));
+    m.handle_poll_result(a[1].0, Ok(replica(5000, 0)), t0 + ms(1));
+    assert_eq!(
+        lines(&mut m),
+        [
+            "h0: master",
+            "h1: replica",
+            "h1: synchronous in time",
+            "h1: synchronous in bytes",
+            "ready: every host has been polled once"
+        ]
+    );
+    let mut now = t0 + ms(1);
+    for expected in [Health::PossiblyDead, Health::PossiblyDead, Health::Dead] {
+        now += ms(100);
+        let a = drain_actions(&mut m, now);
+        for (id, _, _) in &a {
+            let result = if id.host == 1 { fail() } else { Ok(master(5000)) };
+            m.handle_poll_result(*id, result, now);
+        }
+        let snap = m.snapshot();
+        assert_eq!(snap.hosts[1].health, expected);
+        if expected == Health::PossiblyDead {
+            assert_eq!(snap.hosts[1].lag_bytes, Some(0), "measurements are kept while possibly dead");
+        } else {
+            assert_eq!((snap.hosts[1].lag_bytes, snap.hosts[1].lsn, snap.hosts[1].alive()), (None, None, false));
+        }
+    }
+    let events: Vec<Event> = std::iter::from_fn(|| m.poll_event()).collect();
+    let shown: Vec<String> = events.iter().filter(|e| !e.is_error()).map(|e| e.to_string()).collect();
+    assert_eq!(shown, ["h1: possible dead", "h1: dead"]);
+    assert_eq!(events.iter().filter(|e| e.is_error()).count(), 3, "each failure until dead is logged");
+    // Further identical failures while dead are not logged again.
+    now += ms(100);
+    for (id, _, _) in drain_actions(&mut m, now) {
+        m.handle_poll_result(id, if id.host == 1 { fail() } else { Ok(master(5000)) }, now);
+    }
+    assert_eq!(std::iter::from_fn(|| m.poll_event()).count(), 0);
+    now += ms(100);
+    for (id, _, _) in drain_actions(&mut m, now) {
+        m.handle_poll_result(id, if id.host == 1 { Ok(replica(5000, 0)) } else { Ok(master(5000)) }, now);
+    }
+    assert_eq!(lines(&mut m), ["h1: replica", "h1: synchronous in time", "h1: synchronous in bytes"]);
+    assert_eq!(m.snapshot().hosts[1].health, Health::Alive);
+}
+
+#[test]
+fn a_success_after_the_deadline_is_a_timeout_and_stale_results_are_ignored() {
+    let t0 = start();
+    let mut m = Monitor::new(&config(1, 100, 50, 60_000, 2), t0);
+    let a = drain_actions(&mut m, t0);
+    m.handle_poll_result(a[0].0, Ok(master(1)), t0 + ms(51));
+    assert_eq!(m.snapshot().hosts[0].health, Health::PossiblyDead);
+    m.handle_poll_result(a[0].0, Ok(master(1)), t0 + ms(52));
+    assert_eq!(m.snapshot().hosts[0].health, Health::PossiblyDead, "a second report of the same iteration is ignored");
+    let b = drain_actions(&mut m, t0 + ms(151));
+    m.handle_poll_result(PollId { host: 0, iteration: b[0].0.iteration + 7 }, Ok(master(1)), t0 + ms(152));
+    assert_eq!(m.snapshot().hosts[0].health, Health::PossiblyDead, "unknown iterations are ignored");
+    m.handle_poll_result(b[0].0, Ok(master(1)), t0 + ms(160));
+    assert_eq!(m.snapshot().hosts[0].health, Health::Alive);
+}
+
+#[test]
+fn ready_once_every_host_finished_its_first_iteration_even_by_failing() {
+    let t0 = start();
+    let mut m = Monitor::new(&config(2, 100, 50, 60_000, 3), t0);
+    assert!(!m.snapshot().ready);
+    let a = drain_actions(&mut m, t0);
+    m.handle_poll_result(a[0].0, Ok(master(1)), t0);
+    assert!(!m.is_ready());
+    m.handle_poll_result(a[1].0, fail(), t0);
+    assert!(m.is_ready() && m.snapshot().ready);
+    let readies = std::iter::from_fn(|| m.poll_event()).filter(|e| *e == Event::Ready).count();
+    assert_eq!(readies, 1);
+    assert!(!m.snapshot().hosts[1].alive(), "a host never seen alive has no measurements");
+}
+
+#[test]
+fn sync_changes_are_announced_once_each() {
+    let t0 = start();
+    let mut m = Monitor::new(&config(2, 100, 50, 60_000, 3), t0);
+    let mut now = t0;
+    let mut step = |m: &mut Monitor, master_lsn: u64, replay: u64, delay: u64| {
+        for (id, _, _) in drain_actions(m, now) {
+            let obs = if id.host == 0 { master(master_lsn) } else { replica(replay, delay) };
+            m.handle_poll_result(id, Ok(obs), now);
+        }
+        now += ms(100);
+    };
+    step(&mut m, 10_000, 10_000, 0);
+    lines(&mut m);
+    step(&mut m, 20_000, 10_000, 5_000);
+    assert_eq!(lines(&mut m), ["h1: out of sync in bytes", "h1: out of sync in time"]);
+    step(&mut m, 20_000, 10_000, 6_000);
+    assert_eq!(lines(&mut m), Vec::<String>::new(), "no repeats while nothing changes");
+    step(&mut m, 20_000, 20_000, 6_000);
+    assert_eq!(lines(&mut m), ["h1: synchronous in time", "h1: synchronous in bytes"]);
+}
+
+#[test]
+fn split_brain_is_announced_when_it_starts_and_ends() {
+    let t0 = start();
+    let mut m = Monitor::new(&config(2, 100, 50, 60_000, 3), t0);
+    for (id, _, _) in drain_actions(&mut m, t0) {
+        m.handle_poll_result(id, Ok(master(1)), t0);
+    }
+    let events: Vec<String> = std::iter::from_fn(|| m.poll_event()).map(|e| e.to_string()).collect();
+    assert!(events.contains(&"split brain: h0, h1".to_string()), "{events:?}");
+    assert_eq!(m.snapshot().master, Some(0), "the first master in host order wins");
+    let now = t0 + ms(100);
+    for (id, _, _) in drain_actions(&mut m, now) {
+        m.handle_poll_result(id, if id.host == 0 { fail() } else { Ok(master(1)) }, now);
+    }
+    let events: Vec<String> = std::iter::from_fn(|| m.poll_event()).map(|e| e.to_string()).collect();
+    assert!(events.contains(&"split brain ended".to_string()), "{events:?}");
+    assert_eq!(m.snapshot().master, Some(1), "a possibly dead master gives way to a healthy one");
+}
+
+#[test]
+fn refresh_requests_are_coalesced_into_one_extra_poll_per_replica() {
+    let t0 = start();
+    let mut m = Monitor::new(&config(3, 1000, 500, 60_000, 3), t0);
+    let a = drain_actions(&mut m, t0);
+    m.handle_poll_result(a[0].0, Ok(master(1)), t0);
+    m.handle_poll_result(a[1].0, Ok(replica(1, 0)), t0);
+    // h2 stays in flight.
+    for _ in 0..5 {
+        m.request_refresh(t0 + ms(10));
+    }
+    let extra = drain_actions(&mut m, t0 + ms(10));
+    assert_eq!(extra.iter().map(|a| a.0.host).collect::<Vec<_>>(), [1], "only the idle replica, once");
+    m.handle_poll_result(a[2].0, Ok(replica(1, 0)), t0 + ms(20));
+    assert_eq!(drain_actions(&mut m, t0 + ms(20)).iter().map(|a| a.0.host).collect::<Vec<_>>(), [2]);
+}
+
+/// One step of the state-machine test.
+#[derive(Debug, Clone)]
+enum Step {
+    /// Advance the clock.
+    Tick(u64),
+    /// The in-flight iteration of a host (modulo the host count) succeeds as master or replica.
+    Succeed { host: usize, master: bool, lsn: u64, delay: u64 },
+    /// The in-flight iteration of a host fails.
+    Fail(usize),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        (1u64..400).prop_map(Step::Tick),
+        (0usize..4, any::<bool>(), 0u64..5000, 0u64..3000).prop_map(|(host, master, lsn, delay)| Step::Succeed {
+            host,
+            master,
+            lsn,
+            delay
+        }),
+        (0usize..4).prop_map(Step::Fail),
+    ]
+}
+
+/// The reference model: what the monitor must conclude from the same history.
+#[derive(Debug, Clone, Default)]
+struct ModelHost {
+    fails: u32,
+    seen: bool,
+    finished: bool,
+    failures_total: u64,
+    connections: u64,
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn monitor_matches_the_reference_model(
+        hosts in 1usize..4,
+        max_fails in 1u32..4,
+        steps in proptest::collection::vec(step(), 1..120),
+    ) {
+        let (sleep, timeout, max_age) = (100, 250, 700);
+        let t0 = start();
+        let mut now = t0;
+        let mut m = Monitor::new(&config(hosts, sleep, timeout, max_age, max_fails), t0);
+        let mut model = vec![ModelHost::default(); hosts];
+        let mut in_flight: BTreeMap<usize, (PollId, Instant)> = BTreeMap::new();
+        let mut idle_since: BTreeMap<usize, Instant> = (0..hosts).map(|h| (h, t0)).collect();
+
+        for step in steps {
+            for (id, deadline, reconnect) in drain_actions(&mut m, now) {
+                prop_assert!(!in_flight.contains_key(&id.host), "one iteration per host at a time");
+                prop_assert_eq!(deadline, now + ms(timeout));
+                if reconnect { model[id.host].connections += 1; }
+                in_flight.insert(id.host, (id, deadline));
+                idle_since.remove(&id.host);
+            }
+            // Scheduling never starves a host: an idle host is polled within sleep_ms of its iteration's end.
+            for (&h, &since) in &idle_since {
+                prop_assert!(now <= since + ms(sleep), "host {} idle since {:?} at {:?}", h, since - t0, now - t0);
+            }
+            match step {
+                Step::Tick(d) => {
+                    let target = now + ms(d);
+                    // Advance through every timer on the way, as a runtime would.
+                    while let Some(t) = m.poll_timeout().filter(|t| *t <= target) {
+                        now = now.max(t);
+                        let expired: Vec<usize> = in_flight.iter().filter(|(_, (_, dl))| now > *dl).map(|(h, _)| *h).collect();
+                        m.handle_timeout(now);
+                        for h in expired {
+                            in_flight.remove(&h);
+                            idle_since.insert(h, now);
+                            model[h].fails += 1; model[h].finished = true; model[h].failures_total += 1;
+                        }
+                        for (id, deadline, reconnect) in drain_actions(&mut m, now) {
+                            if reconnect { model[id.host].connections += 1; }
+                            in_flight.insert(id.host, (id, deadline));
+                            idle_since.remove(&id.host);
+                        }
+                        if m.poll_timeout().is_some_and(|t| t <= now) { now += ms(1); }
+                    }
+                    now = now.max(target);
+                    let expired: Vec<usize> = in_flight.iter().filter(|(_, (_, dl))| now > *dl).map(|(h, _)| *h).collect();
+                    m.handle_timeout(now);
+                    for h in expired {
+                        in_flight.remove(&h);
+                        idle_since.insert(h, now);
+                        model[h].fails += 1; model[h].finished = true; model[h].failures_total += 1;
+                    }
+                }
+                Step::Succeed { host, master: is_master, lsn, delay } => {
+                    if let Some((id, _)) = in_flight.remove(&(host % hosts)) {
+                        let obs = if is_master { master(lsn) } else { replica(lsn, delay) };
+                        m.handle_poll_result(id, Ok(obs), now);
+                        let mh = &mut model[id.host];
+                        mh.fails = 0; mh.seen = true; mh.finished = true;
+                        idle_since.insert(id.host, now);
+                    }
+                }
+                Step::Fail(host) => {
+                    if let Some((id, _)) = in_flight.remove(&(host % hosts)) {
+                        m.handle_poll_result(id, fail(), now);
+                        let mh = &mut model[id.host];
+                        mh.fails += 1; mh.finished = true; mh.failures_total += 1;
+                        if mh.fails >= max_fails { mh.seen = false; }
+                        idle_since.insert(id.host, now);
+                    }
+                }
+            }
+            let snap = m.snapshot();
+            prop_assert_eq!(snap.ready, model.iter().all(|h| h.finished));
+            for (h, (status, mh)) in snap.hosts.iter().zip(&model).enumerate() {
+                let expected = if !mh.finished { Health::Unknown }
+                    else if mh.fails == 0 { Health::Alive }
+                    else if mh.fails >= max_fails { Health::Dead }
+                    else { Health::PossiblyDead };
+                prop_assert_eq!(status.health, expected, "host {}", h);
+                prop_assert_eq!(status.alive(), mh.seen && mh.fails < max_fails, "host {} measurements", h);
+                if status.health == Health::Dead {
+                    prop_assert!(status.lag_ms.is_none() && status.lag_bytes.is_none() && status.lsn.is_none());
+                }
+                let elapsed = (now - t0).as_millis() as u64;
+                prop_assert!(mh.connections <= 1 + elapsed / max_age + mh.failures_total,
+                    "host {}: {} connections in {} ms with {} failures", h, mh.connections, elapsed, mh.failures_total);
+            }
+            let counted: Vec<u32> = (0..hosts).map(|h| m.counters(h).unwrap().consecutive_failures).collect();
+            prop_assert_eq!(counted, model.iter().map(|h| h.fails).collect::<Vec<_>>());
+            std::iter::from_fn(|| m.poll_event()).for_each(drop);
+        }
+    }
+}
+
+#[test]
+fn transitions_use_the_spec_wording() {
+    let words: Vec<&str> = [
+        Transition::PossiblyDead,
+        Transition::Dead,
+        Transition::Master,
+        Transition::Replica,
+        Transition::SyncInTime,
+        Transition::OutOfSyncInTime,
+        Transition::SyncInBytes,
+        Transition::OutOfSyncInBytes,
+    ]
+    .iter()
+    .map(|t| t.as_str())
+    .collect();
+    assert_eq!(
+        words,
+        [
+            "possible dead",
+            "dead",
+            "master",
+            "replica",
+            "synchronous in time",
+            "out of sync in time",
+            "synchronous in bytes",
+            "out of sync in bytes"
+        ]
+    );
+}

@@ -1,0 +1,181 @@
+//! Selection invariants of DESIGN.md as property tests: never a dead or unseen host, filters respected,
+//! healthy before possibly dead, locality, round-robin fairness, deterministic "most synchronous", and master
+//! election order.
+
+mod common;
+
+use std::sync::atomic::AtomicUsize;
+
+use common::*;
+use pg_status_core::cluster::{Health, Snapshot};
+use pg_status_core::config::SplitBrainPolicy;
+use pg_status_core::lsn::Lsn;
+use pg_status_core::observation::Role;
+use pg_status_core::select::{select, Choice, Filter, Pick};
+use proptest::prelude::*;
+
+fn spec() -> impl Strategy<Value = Spec> {
+    let health = prop_oneof![
+        Just(Health::Alive),
+        Just(Health::Alive),
+        Just(Health::PossiblyDead),
+        Just(Health::Dead),
+        Just(Health::Unknown)
+    ];
+    let obs = prop_oneof![
+        (0u64..3000).prop_map(master),
+        (0u64..3000, 0u64..3000).prop_map(|(lsn, delay)| replica(lsn, delay)),
+        (0u64..3000, 0u64..3000).prop_map(|(lsn, delay)| replica(lsn, delay)),
+    ];
+    let dc = prop_oneof![Just(Some("x")), Just(Some("y"))];
+    (health, proptest::option::weighted(0.9, obs), dc).prop_map(|(health, obs, dc)| {
+        // A dead or never-finished host has no observation, as the monitor guarantees.
+        let obs = if matches!(health, Health::Dead | Health::Unknown) { None } else { obs };
+        Spec { health, obs, dc }
+    })
+}
+
+fn filter() -> impl Strategy<Value = Filter> {
+    (
+        proptest::option::of(0u64..2000),
+        proptest::option::of(0u64..2000),
+        any::<bool>(),
+        proptest::option::of((0u64..3000).prop_map(Lsn)),
+    )
+        .prop_map(|(max_lag_ms, max_lag_bytes, either, min_lsn)| Filter {
+            max_lag_ms,
+            max_lag_bytes,
+            either,
+            min_lsn,
+        })
+}
+
+/// The filter, restated independently of the core's code.
+fn satisfies(snap: &Snapshot, i: usize, f: &Filter) -> bool {
+    let h = &snap.hosts[i];
+    let (ms, bytes) = (h.lag_ms.unwrap(), h.lag_bytes.unwrap());
+    let conds: Vec<bool> =
+        [f.max_lag_ms.map(|m| ms <= m), f.max_lag_bytes.map(|m| bytes <= m)].into_iter().flatten().collect();
+    let lag = if conds.is_empty() {
+        true
+    } else if f.either && conds.len() == 2 {
+        conds[0] || conds[1]
+    } else {
+        conds.iter().all(|c| *c)
+    };
+    lag && f.min_lsn.is_none_or(|min| h.lsn.is_some_and(|l| l >= min))
+}
+
+fn candidates(snap: &Snapshot, f: &Filter, health: Health) -> Vec<usize> {
+    (0..snap.hosts.len())
+        .filter(|&i| {
+            let h = &snap.hosts[i];
+            h.health == health && h.role == Some(Role::Replica) && satisfies(snap, i, f)
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    #[test]
+    fn choices_respect_health_filters_and_fallback(
+        specs in proptest::collection::vec(spec(), 0..7),
+        f in filter(),
+        most_sync in any::<bool>(),
+        cursor in 0usize..10,
+        local in proptest::option::of(Just("x")),
+    ) {
+        let mut settings = settings();
+        settings.locality_dc = local.is_some();
+        let snap = snapshot(&specs, settings, local);
+        let pick = if most_sync { Pick::MostSyncByBytes } else { Pick::RoundRobin };
+        let choice = select(&snap, &f, pick, &AtomicUsize::new(cursor));
+        let healthy = candidates(&snap, &f, Health::Alive);
+        let possibly_dead = candidates(&snap, &f, Health::PossiblyDead);
+        match choice {
+            Choice::Replica(i) => {
+                let h = &snap.hosts[i];
+                prop_assert!(h.alive() && h.health != Health::Dead, "never a dead or unseen host");
+                prop_assert!(satisfies(&snap, i, &f), "the filter holds at the last poll");
+                let tier = if healthy.is_empty() { &possibly_dead } else { &healthy };
+                prop_assert!(tier.contains(&i), "healthy replicas are preferred");
+                if most_sync {
+                    let best = tier.iter().map(|&j| snap.hosts[j].lag_bytes).min().unwrap();
+                    prop_assert_eq!(h.lag_bytes, best);
+                    prop_assert_eq!(Some(&i), tier.iter().find(|&&j| snap.hosts[j].lag_bytes == best), "ties by host order");
+                } else if local.is_some() && tier.iter().any(|&j| snap.hosts[j].id.local_dc) {
+                    prop_assert!(h.id.local_dc, "a local replica is preferred when one qualifies");
+                }
+            }
+            Choice::Master(i) => {
+                prop_assert!(healthy.is_empty() && possibly_dead.is_empty());
+                prop_assert_eq!(Some(i), snap.master);
+                prop_assert_eq!(snap.hosts[i].role, Some(Role::Master));
+            }
+            Choice::Nothing => {
+                prop_assert!(healthy.is_empty() && possibly_dead.is_empty() && snap.master.is_none());
+            }
+        }
+    }
+
+    #[test]
+    fn round_robin_is_fair_over_a_stable_set(
+        specs in proptest::collection::vec(spec(), 1..7),
+        cursor in 0usize..10,
+        k in 1usize..60,
+    ) {
+        let snap = snapshot(&specs, settings(), None);
+        let f = Filter::default();
+        let set = candidates(&snap, &f, Health::Alive);
+        prop_assume!(!set.is_empty());
+        let cursor = AtomicUsize::new(cursor);
+        let mut counts = vec![0usize; snap.hosts.len()];
+        for _ in 0..k {
+            let Choice::Replica(i) = select(&snap, &f, Pick::RoundRobin, &cursor) else {
+                return Err(TestCaseError::fail("a healthy replica exists"));
+            };
+            counts[i] += 1;
+        }
+        let m = set.len();
+        for &i in &set {
+            prop_assert!(counts[i] == k / m || counts[i] == k.div_ceil(m), "{:?} over {:?} in {} requests", counts, set, k);
+        }
+    }
+
+    #[test]
+    fn master_election_follows_health_then_host_order(specs in proptest::collection::vec(spec(), 0..7)) {
+        let snap = snapshot(&specs, settings(), None);
+        let first = |health: Health| snap.hosts.iter().position(|h| h.health == health && h.role == Some(Role::Master));
+        prop_assert_eq!(snap.master, first(Health::Alive).or_else(|| first(Health::PossiblyDead)));
+    }
+}
+
+#[test]
+fn timeline_policy_prefers_the_newest_timeline_and_host_order_breaks_ties() {
+    let mut old = master(500);
+    old.timeline = Some(1);
+    let mut new = master(100);
+    new.timeline = Some(2);
+    let mut settings = settings();
+    settings.split_brain = SplitBrainPolicy::Timeline;
+    let specs = [
+        Spec { health: Health::Alive, obs: Some(old), dc: None },
+        Spec { health: Health::Alive, obs: Some(new.clone()), dc: None },
+        Spec { health: Health::Alive, obs: Some(new), dc: None },
+    ];
+    assert_eq!(snapshot(&specs, settings, None).master, Some(1));
+}
+
+#[test]
+fn round_robin_cycles_in_host_order_from_the_last_answer() {
+    let specs: Vec<Spec> = [master(10), replica(10, 0), replica(10, 0), replica(10, 0)]
+        .into_iter()
+        .map(|obs| Spec { health: Health::Alive, obs: Some(obs), dc: None })
+        .collect();
+    let snap = snapshot(&specs, settings(), None);
+    let cursor = AtomicUsize::new(0);
+    let picks: Vec<Option<usize>> =
+        (0..5).map(|_| select(&snap, &Filter::default(), Pick::RoundRobin, &cursor).host()).collect();
+    assert_eq!(picks, [Some(1), Some(2), Some(3), Some(1), Some(2)]);
+}
