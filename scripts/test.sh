@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: unit and property tests, the fuzz-corpus replay, the simulation and the
+# integration tests against real PostgreSQL 15 servers (installed from Debian's packages when missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-postgres.sh
+cargo test --workspace "$@"
