@@ -1,1 +1,24 @@
-//! The pg-status runtime.
+//! pg-status: a sidecar that polls PostgreSQL hosts and answers over HTTP which one is the master and which
+//! replica to read from.
+//!
+//! This crate is the runtime around the pure core (`pg-status-core`): the poll [`driver`] (generic over the
+//! [`rt::Runtime`] trait, so simulations run it too), the PostgreSQL connections, the [`http`] front end on
+//! hyper, logging and the process itself ([`main`]).
+#![warn(missing_docs, unreachable_pub)]
+
+mod app;
+pub mod driver;
+pub mod http;
+pub mod limits;
+pub mod listen;
+pub mod log;
+pub mod pg;
+mod poll;
+pub mod rt;
+pub mod signals;
+
+/// Runs the pg-status program: reads the configuration from the environment, polls the hosts, serves HTTP
+/// until SIGTERM or SIGINT, and exits (0 after a clean shutdown, 2 for a configuration error).
+pub fn main() -> ! {
+    std::process::exit(app::run())
+}

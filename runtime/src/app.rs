@@ -1,0 +1,190 @@
+//! The process: configuration, threads, start-up and shutdown.
+//!
+//! Two threads: the poller (the driver on its own executor) and the HTTP server (on this one). They share
+//! nothing but the published snapshot and a channel that tells the poller to stop.
+
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use async_io::Timer;
+use futures_lite::future;
+use pg_status_core::cluster::Snapshot;
+use pg_status_core::config::{Config, SslMode};
+use smol::LocalExecutor;
+
+use crate::driver::Driver;
+use crate::http::{HttpServer, Limits};
+use crate::log::{self, Logger};
+use crate::rt::SmolRuntime;
+use crate::signals::Signals;
+use crate::{limits, listen};
+
+/// Exit status for a configuration the program refuses (DESIGN 9).
+const EXIT_CONFIG: i32 = 2;
+/// Exit status when the environment does not let the program start (port taken, no threads).
+const EXIT_START: i32 = 1;
+
+/// How long the poller lets closed database connections say goodbye before the thread ends.
+const POLLER_CLOSE_WAIT: Duration = Duration::from_millis(1500);
+/// How long shutdown waits for the poller thread in all.
+const POLLER_JOIN_WAIT: Duration = Duration::from_secs(3);
+
+/// Runs pg-status and returns the exit status.
+pub(crate) fn run() -> i32 {
+    let config = match read_config() {
+        Ok(config) => config,
+        Err(line) => {
+            log::err(format_args!("{line}"));
+            return EXIT_CONFIG;
+        }
+    };
+    let logger = Logger::new(config.log_level);
+    for warning in &config.warnings {
+        log::err(format_args!("warning: {warning}"));
+    }
+
+    if let Err(e) = limits::raise_open_files() {
+        logger.warning(format_args!("cannot raise the open-file limit: {e}"));
+    }
+    let signals = match Signals::register() {
+        Ok(signals) => signals,
+        Err(e) => {
+            logger.error(format_args!("cannot install the SIGTERM and SIGINT handlers: {e}"));
+            return EXIT_START;
+        }
+    };
+    let listener = match listen::bind(config.listen, config.http_port) {
+        Ok(listener) => listener,
+        Err(e) => {
+            log::err(format_args!("error: {e}"));
+            return EXIT_START;
+        }
+    };
+
+    let (stop_poller, poller_stopped) = async_channel::bounded::<()>(1);
+    let (snapshots_tx, snapshots_rx) = mpsc::sync_channel(1);
+    let poller_config = config.clone();
+    let poller = thread::Builder::new()
+        .name("pg-status-poller".to_owned())
+        .spawn(move || poll(&poller_config, logger, poller_stopped, snapshots_tx));
+    let poller = match poller {
+        Ok(handle) => handle,
+        Err(e) => {
+            logger.error(format_args!("cannot start the poller thread: {e}"));
+            return EXIT_START;
+        }
+    };
+    let Ok(snapshots) = snapshots_rx.recv() else {
+        logger.error(format_args!("the poller thread ended before it started"));
+        return EXIT_START;
+    };
+
+    let executor = LocalExecutor::new();
+    let server = match HttpServer::new(listener, snapshots, Limits::default(), logger) {
+        Ok(server) => server,
+        Err(e) => {
+            logger.error(format_args!("cannot serve HTTP: {e}"));
+            return EXIT_START;
+        }
+    };
+    let address = server.local_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string());
+    let names: Vec<&str> = config.hosts.iter().map(|h| h.name.as_str()).collect();
+    logger.notice(format_args!(
+        "pg-status {} listening on http://{address}, monitoring {} {}: {}",
+        env!("CARGO_PKG_VERSION"),
+        names.len(),
+        if names.len() == 1 { "host" } else { "hosts" },
+        names.join(", "),
+    ));
+
+    async_io::block_on(executor.run(async {
+        let first_signal = signals.recv();
+        let serving = server.run(&executor, first_signal);
+        // A second signal while requests drain ends the wait at once.
+        let impatient = async {
+            signals.recv().await;
+            signals.recv().await;
+        };
+        future::or(serving, impatient).await;
+    }));
+
+    stop_poller.close();
+    let waited = Instant::now();
+    while !poller.is_finished() && waited.elapsed() < POLLER_JOIN_WAIT {
+        thread::sleep(Duration::from_millis(5));
+    }
+    if poller.is_finished() && poller.join().is_err() {
+        logger.error(format_args!("the poller thread failed"));
+    }
+    logger.notice(format_args!("pg-status stopped"));
+    0
+}
+
+/// The poller thread: the driver on its own executor until told to stop, then a bounded moment for the
+/// database connections to close.
+fn poll(
+    config: &Config,
+    logger: Logger,
+    stop: async_channel::Receiver<()>,
+    snapshots: mpsc::SyncSender<Arc<ArcSwap<Snapshot>>>,
+) {
+    let executor = Rc::new(LocalExecutor::new());
+    let runtime = SmolRuntime::new(&executor);
+    let driver = Driver::new(runtime, config, logger);
+    if snapshots.send(driver.snapshots()).is_err() {
+        return;
+    }
+    async_io::block_on(executor.run(async {
+        driver
+            .run(async {
+                // Fails exactly when the main thread closes the channel: time to stop.
+                let _ = stop.recv().await;
+            })
+            .await;
+        let until = Instant::now() + POLLER_CLOSE_WAIT;
+        while !executor.is_empty() && Instant::now() < until {
+            Timer::after(Duration::from_millis(5)).await;
+        }
+    }));
+}
+
+/// Reads the configuration from the environment; the error is the one line to print.
+fn read_config() -> Result<Config, String> {
+    let mut vars = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        let (Some(name), value) = (name.to_str(), value.to_str()) else { continue };
+        match value {
+            Some(value) => vars.push((name.to_owned(), value.to_owned())),
+            // Only our own variables matter; other programs' variables may hold any bytes.
+            None if is_ours(name) => return Err(format!("{name}: the value is not valid UTF-8")),
+            None => {}
+        }
+    }
+    let config = Config::from_vars(vars).map_err(|e| e.to_string())?;
+    match config.tls.mode {
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => Err(format!(
+            "PGSSLMODE={:?}: TLS to PostgreSQL is not supported by this version; use disable, allow or prefer",
+            sslmode_name(config.tls.mode)
+        )),
+        SslMode::Disable | SslMode::Allow | SslMode::Prefer => Ok(config),
+    }
+}
+
+fn is_ours(name: &str) -> bool {
+    name.starts_with("pg_status__") || name.starts_with("PGSSL")
+}
+
+fn sslmode_name(mode: SslMode) -> &'static str {
+    match mode {
+        SslMode::Disable => "disable",
+        SslMode::Allow => "allow",
+        SslMode::Prefer => "prefer",
+        SslMode::Require => "require",
+        SslMode::VerifyCa => "verify-ca",
+        SslMode::VerifyFull => "verify-full",
+    }
+}

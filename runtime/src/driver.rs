@@ -1,0 +1,235 @@
+//! The poll driver: executes the core's poll actions against the hosts and feeds the results back.
+//!
+//! It owns the core's [`Monitor`] and, per host, the open database session between iterations. Each action
+//! runs as its own task, so a hung host never delays the others. After every input it drains the monitor as
+//! the core documents: actions (start tasks), events (log), snapshot (publish). It reads time and opens
+//! sockets only through its [`Runtime`], so a simulation runs this very code.
+
+use std::future::Future;
+use std::pin::pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use futures_lite::future;
+use pg_status_core::cluster::Snapshot;
+use pg_status_core::config::Config;
+use pg_status_core::monitor::{Action, Event, Monitor, PollError, PollErrorKind, PollId};
+use pg_status_core::observation::Observation;
+
+use crate::pg::{self, Session};
+use crate::poll::{self, Target};
+use crate::rt::{LocalBoxFuture, Runtime};
+
+/// Where the driver reports what happens: the core's events, and per-poll detail for debugging.
+pub trait EventLog {
+    /// An event of the core (a transition, a failed poll, readiness, split brain).
+    fn event(&mut self, event: &Event);
+
+    /// One iteration of `host` ended after `elapsed` with `result` (called before the core sees it).
+    fn poll_finished(&mut self, host: &str, id: PollId, elapsed: Duration, result: &Result<Observation, PollError>) {
+        let _ = (host, id, elapsed, result);
+    }
+}
+
+/// A finished iteration on its way back from its task.
+struct Completion {
+    id: PollId,
+    started: Instant,
+    result: Result<Observation, PollError>,
+    session: Option<Session>,
+}
+
+/// What the driver keeps per host between iterations.
+struct HostSlot {
+    name: String,
+    target: Rc<Target>,
+    /// The open session while no iteration uses it.
+    session: Option<Session>,
+    /// The iteration whose task holds the session; a session coming back from any other is stale and dropped.
+    in_flight: Option<u64>,
+}
+
+/// Why the driver woke up.
+enum Wake {
+    Done(Completion),
+    Timer,
+    Stop,
+}
+
+/// Runs the monitor: starts poll tasks, collects their results, logs events and publishes snapshots.
+pub struct Driver<R: Runtime, L: EventLog> {
+    rt: R,
+    monitor: Monitor,
+    hosts: Vec<HostSlot>,
+    published: Arc<ArcSwap<Snapshot>>,
+    log: L,
+    done_tx: async_channel::Sender<Completion>,
+    done_rx: async_channel::Receiver<Completion>,
+    /// Closed at shutdown; every poll task watches it and gives up at once.
+    stop_tx: async_channel::Sender<()>,
+    stop_rx: async_channel::Receiver<()>,
+    /// The `now` of the last `handle_timeout`, to tell a timer that is due from one that was just handled.
+    last_timeout: Option<Instant>,
+}
+
+/// How long the driver waits before asking again when the core's next timeout is the instant it just handled
+/// (a deadline counts as passed only strictly after it).
+const TIMER_STEP: Duration = Duration::from_millis(1);
+
+impl<R: Runtime, L: EventLog> Driver<R, L> {
+    /// A driver for the configured hosts; every host is due for its first poll now.
+    pub fn new(rt: R, config: &Config, log: L) -> Driver<R, L> {
+        let monitor = Monitor::new(config, rt.now());
+        let login = pg::login(&config.user, &config.password, &config.database);
+        let hosts = config
+            .hosts
+            .iter()
+            .map(|h| HostSlot {
+                name: h.name.clone(),
+                target: Rc::new(Target {
+                    host: h.host.clone(),
+                    port: h.port,
+                    login: login.clone(),
+                    connect_timeout: config.connect_timeout,
+                }),
+                session: None,
+                in_flight: None,
+            })
+            .collect();
+        let published = Arc::new(ArcSwap::from_pointee(monitor.snapshot()));
+        let (done_tx, done_rx) = async_channel::unbounded();
+        let (stop_tx, stop_rx) = async_channel::bounded(1);
+        Driver { rt, monitor, hosts, published, log, done_tx, done_rx, stop_tx, stop_rx, last_timeout: None }
+    }
+
+    /// The published snapshot, for request handlers: load it, never lock.
+    pub fn snapshots(&self) -> Arc<ArcSwap<Snapshot>> {
+        self.published.clone()
+    }
+
+    /// Polls until `shutdown` completes, then drops every session and stops every poll task.
+    ///
+    /// Connections close in the background: the runtime's executor must keep running for a moment after this
+    /// returns for them to say goodbye to their servers.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        let mut shutdown = pin!(shutdown);
+        loop {
+            self.drain();
+            let timer: LocalBoxFuture<()> = match self.next_wake() {
+                Some(at) => self.rt.sleep_until(at),
+                None => Box::pin(future::pending()),
+            };
+            let done = async {
+                match self.done_rx.recv().await {
+                    Ok(completion) => Wake::Done(completion),
+                    // The driver holds a sender, so the channel cannot close; stopping is the safe answer anyway.
+                    Err(_) => Wake::Stop,
+                }
+            };
+            let stop = async {
+                shutdown.as_mut().await;
+                Wake::Stop
+            };
+            // Shutdown first, then results (a result at its deadline still counts), then the timer.
+            let wake = future::or(
+                stop,
+                future::or(done, async {
+                    timer.await;
+                    Wake::Timer
+                }),
+            )
+            .await;
+            match wake {
+                Wake::Done(completion) => self.complete(completion),
+                Wake::Timer => {
+                    let now = self.rt.now();
+                    self.last_timeout = Some(now);
+                    self.monitor.handle_timeout(now);
+                }
+                Wake::Stop => break,
+            }
+        }
+        self.stop_tx.close();
+        for slot in &mut self.hosts {
+            slot.session = None;
+        }
+        while let Ok(completion) = self.done_rx.try_recv() {
+            drop(completion.session);
+        }
+    }
+
+    /// When to call `handle_timeout` next.
+    fn next_wake(&self) -> Option<Instant> {
+        let at = self.monitor.poll_timeout()?;
+        match self.last_timeout {
+            // The monitor expires a deadline only once `now` is past it: after handling `now == deadline`,
+            // ask again a moment later instead of spinning on a timer that is already due.
+            Some(last) if at <= last => Some(last + TIMER_STEP),
+            _ => Some(at),
+        }
+    }
+
+    /// Drains the monitor after an input: start polls, log events, publish a changed snapshot.
+    fn drain(&mut self) {
+        let now = self.rt.now();
+        while let Some(action) = self.monitor.poll_action(now) {
+            match action {
+                Action::Poll { id, deadline, reconnect } => self.start(id, deadline, reconnect),
+            }
+        }
+        while let Some(event) = self.monitor.poll_event() {
+            self.log.event(&event);
+        }
+        if let Some(snapshot) = self.monitor.poll_snapshot() {
+            self.published.store(Arc::new(snapshot));
+        }
+    }
+
+    /// Starts one iteration as its own task; its result comes back through the completion channel.
+    fn start(&mut self, id: PollId, deadline: Instant, reconnect: bool) {
+        let started = self.rt.now();
+        let Some(slot) = self.hosts.get_mut(id.host) else {
+            // The monitor only names configured hosts; answer anyway so it never waits for this iteration.
+            let error = PollError::new(PollErrorKind::Connect, format!("no host with index {}", id.host));
+            let _ = self.done_tx.try_send(Completion { id, started, result: Err(error), session: None });
+            return;
+        };
+        if reconnect {
+            slot.session = None;
+        }
+        let session = slot.session.take();
+        slot.in_flight = Some(id.iteration);
+        let rt = self.rt.clone();
+        let target = slot.target.clone();
+        let done = self.done_tx.clone();
+        let stop = self.stop_rx.clone();
+        self.rt.spawn(Box::pin(async move {
+            let stopped = async {
+                // Fails exactly when the driver closes the channel at shutdown.
+                let _ = stop.recv().await;
+                None
+            };
+            let work = async { Some(poll::iterate(&rt, &target, session, deadline).await) };
+            if let Some((result, session)) = future::or(stopped, work).await {
+                // Unbounded: never waits. It fails only once the driver is gone, and then nobody needs it.
+                let _ = done.try_send(Completion { id, started, result, session });
+            }
+        }));
+    }
+
+    /// Takes an iteration's result: keep its session for the next iteration, tell the monitor.
+    fn complete(&mut self, completion: Completion) {
+        let Completion { id, started, result, session } = completion;
+        let now = self.rt.now();
+        if let Some(slot) = self.hosts.get_mut(id.host) {
+            if slot.in_flight == Some(id.iteration) {
+                slot.in_flight = None;
+                slot.session = session;
+            }
+            self.log.poll_finished(&slot.name, id, now.saturating_duration_since(started), &result);
+        }
+        self.monitor.handle_poll_result(id, result, now);
+    }
+}

@@ -1,0 +1,153 @@
+//! One client connection: hyper's HTTP/1 state machine over the socket, watched by a lazy idle timer.
+//!
+//! hyper's own header-read timer is armed per request; instead each connection has one timer that wakes
+//! every half request timeout and looks at two flags the socket wrapper sets. A request that has been
+//! started but not answered across two wake-ups (a client sending half a request, or not reading its answers)
+//! closes the connection, and so does a keep-alive connection that stays silent for the idle timeout.
+
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::io;
+use std::net::TcpStream;
+use std::pin::{pin, Pin};
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_io::{Async, Timer};
+use futures_lite::{future, AsyncRead, AsyncWrite};
+use hyper::service::service_fn;
+use smol_hyper::rt::FuturesIo;
+
+use super::{respond, OpenGuard};
+
+/// What the socket saw since the watchdog last looked.
+#[derive(Default)]
+struct Activity {
+    /// Bytes arrived that have not been answered yet (a request is under way).
+    pending: Cell<bool>,
+    /// Bytes were written (an answer went out) since the last look.
+    wrote: Cell<bool>,
+}
+
+/// The client socket, noting reads and writes for the watchdog.
+struct Watched {
+    socket: Async<TcpStream>,
+    activity: Rc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.socket).poll_read(cx, buf);
+        if let Poll::Ready(Ok(n)) = poll {
+            if n > 0 {
+                self.activity.pending.set(true);
+            }
+        }
+        poll
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.socket).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = poll {
+            if n > 0 {
+                // hyper writes an answer only after it has read the whole request.
+                self.activity.pending.set(false);
+                self.activity.wrote.set(true);
+            }
+        }
+        poll
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.socket).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.socket).poll_close(cx)
+    }
+}
+
+/// Completes when the connection should be dropped: a request stalled or the connection idled too long.
+async fn watchdog(activity: &Activity, request_timeout: Duration, idle_timeout: Duration) {
+    let tick = (request_timeout / 2).max(Duration::from_millis(1));
+    let mut stalled_ticks = 0u32;
+    let mut idle = Duration::ZERO;
+    loop {
+        Timer::after(tick).await;
+        if activity.wrote.replace(false) {
+            stalled_ticks = 0;
+            idle = Duration::ZERO;
+        } else if activity.pending.get() {
+            // Seen pending at two wake-ups in a row with nothing written: stalled for at least one tick.
+            idle = Duration::ZERO;
+            stalled_ticks += 1;
+            if stalled_ticks >= 2 {
+                return;
+            }
+        } else {
+            stalled_ticks = 0;
+            idle += tick;
+            if idle >= idle_timeout {
+                return;
+            }
+        }
+    }
+}
+
+/// How a connection's first phase ended.
+enum Step {
+    Finished,
+    Stalled,
+    ShuttingDown,
+}
+
+/// Serves one client until it leaves, stalls, idles out, or the server shuts down.
+pub(super) async fn serve(socket: Async<TcpStream>, guard: OpenGuard) {
+    let shared = guard.shared().clone();
+    let limits = shared.limits;
+    let stop = shared.shutdown.listen();
+    if shared.closing.get() {
+        return;
+    }
+    let activity = Rc::new(Activity::default());
+    let io = FuturesIo::new(Watched { socket, activity: activity.clone() });
+    let handler = shared.clone();
+    let service = service_fn(move |request| {
+        let snapshot = handler.snapshots.load();
+        future::ready(Ok::<_, Infallible>(respond::answer(&snapshot, &handler.cursor, &request)))
+    });
+    let mut connection = pin!(shared.http.serve_connection(io, service));
+    let step = future::or(
+        async {
+            // An error here is the client's (bad request, reset): hyper has answered what can be answered.
+            let _ = connection.as_mut().await;
+            Step::Finished
+        },
+        future::or(
+            async {
+                watchdog(&activity, limits.request_timeout, limits.idle_timeout).await;
+                Step::Stalled
+            },
+            async {
+                stop.await;
+                Step::ShuttingDown
+            },
+        ),
+    )
+    .await;
+    if let Step::ShuttingDown = step {
+        // Finish the request in progress, if any, then close; idle connections close at once.
+        connection.as_mut().graceful_shutdown();
+        future::or(
+            async {
+                let _ = connection.as_mut().await;
+            },
+            watchdog(&activity, limits.request_timeout, limits.idle_timeout),
+        )
+        .await;
+    }
+    drop(guard);
+}

@@ -1,0 +1,132 @@
+//! The PostgreSQL side of a poll: opening a connection over the runtime's stream, and running the poll query.
+//!
+//! This is the only place that opens database connections, so TLS (when it comes) changes this file alone.
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use pg_status_core::monitor::{PollError, PollErrorKind};
+use pg_status_core::observation::{Observation, POLL_QUERY};
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+use crate::rt::Runtime;
+
+/// How long a closed session may take to say goodbye to its server before its socket is dropped regardless.
+///
+/// tokio-postgres keeps a connection open until every answer it waits for has arrived, so a hung server would
+/// otherwise hold the socket forever.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// An open connection to one host. Dropping it closes the connection (within [`CLOSE_GRACE`]).
+pub struct Session {
+    client: Client,
+    /// Dropped together with the client; its closing tells the connection task to stop waiting for the server.
+    _alive: async_channel::Sender<()>,
+}
+
+/// How to log in: the parts of tokio-postgres' configuration that are the same for every host.
+pub fn login(user: &str, password: &str, database: &str) -> tokio_postgres::Config {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .user(user)
+        .password(password)
+        .dbname(database)
+        .application_name("pg-status")
+        // TLS to PostgreSQL is not built yet; asking for it must not silently fall back (see `main`).
+        .ssl_mode(tokio_postgres::config::SslMode::Disable);
+    config
+}
+
+/// Opens a session with `host:port`: TCP through the runtime, then PostgreSQL's start-up and authentication.
+///
+/// The caller bounds the time this takes; dropping the future abandons the attempt and closes the socket.
+pub async fn open<R: Runtime>(
+    rt: &R,
+    host: &str,
+    port: u16,
+    login: &tokio_postgres::Config,
+) -> Result<Session, PollError> {
+    let stream = rt.connect(host, port).await.map_err(|e| {
+        let shown = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+        PollError::new(PollErrorKind::Connect, format!("cannot connect to {shown}: {e}"))
+    })?;
+    let (client, connection) = login.connect_raw(stream, NoTls).await.map_err(|e| startup_error(&e))?;
+    let (alive, closed) = async_channel::bounded::<()>(1);
+    let task_rt = rt.clone();
+    rt.spawn(Box::pin(async move {
+        // The connection future ends by itself once the client is gone and no answer is pending; the second
+        // branch bounds the wait when the server never answers.
+        let run = async {
+            let _ = connection.await;
+        };
+        let give_up = async {
+            // `recv` fails exactly when the session (and with it the sender) has been dropped.
+            let _ = closed.recv().await;
+            task_rt.sleep_until(task_rt.now() + CLOSE_GRACE).await;
+        };
+        futures_lite::future::or(run, give_up).await;
+    }));
+    Ok(Session { client, _alive: alive })
+}
+
+/// Runs [`POLL_QUERY`] once (one round trip, simple-query protocol) and parses its single row.
+pub async fn query(session: &Session) -> Result<Observation, PollError> {
+    let messages = session.client.simple_query(POLL_QUERY).await.map_err(|e| query_error(&e))?;
+    let mut rows = messages.iter().filter_map(|m| match m {
+        SimpleQueryMessage::Row(row) => Some(row),
+        _ => None,
+    });
+    let bad_reply = |text: String| PollError::new(PollErrorKind::BadReply, text);
+    let row = rows.next().ok_or_else(|| bad_reply("the poll query returned no row".to_owned()))?;
+    if rows.next().is_some() {
+        return Err(bad_reply("the poll query returned more than one row".to_owned()));
+    }
+    let values = (0..row.len())
+        .map(|i| row.try_get(i))
+        .collect::<Result<Vec<Option<&str>>, _>>()
+        .map_err(|e| bad_reply(describe(&e)))?;
+    Observation::from_row(&values).map_err(|e| bad_reply(e.to_string()))
+}
+
+/// Classifies a failure of the start-up phase (after TCP connected).
+fn startup_error(error: &tokio_postgres::Error) -> PollError {
+    let text = describe(error);
+    // SQLSTATE class 28 is "invalid authorization specification" (wrong password, unknown role, pg_hba.conf).
+    let auth = error.code().is_some_and(|c| c.code().starts_with("28")) || text.starts_with("authentication error");
+    let kind = if auth {
+        PollErrorKind::Auth
+    } else if error.is_closed() {
+        PollErrorKind::Closed
+    } else {
+        PollErrorKind::Connect
+    };
+    PollError::new(kind, text)
+}
+
+/// Classifies a failure of the poll query on an open session.
+fn query_error(error: &tokio_postgres::Error) -> PollError {
+    let text = describe(error);
+    let io = error.source().is_some_and(|s| s.is::<std::io::Error>());
+    let kind = if error.as_db_error().is_some() {
+        PollErrorKind::Query
+    } else if error.is_closed() || io {
+        PollErrorKind::Closed
+    } else {
+        PollErrorKind::BadReply
+    };
+    PollError::new(kind, text)
+}
+
+/// The error with its causes, on one line. tokio-postgres' own `Display` shows only the outermost layer
+/// ("db error"), and server messages may span lines (DETAIL, HINT). None of it contains the password: the
+/// client never echoes it and the server never sends it.
+fn describe(error: &tokio_postgres::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+}

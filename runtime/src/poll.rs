@@ -1,0 +1,75 @@
+//! One poll iteration of one host: connect when needed, run the poll query, all within the iteration deadline.
+
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+use pg_status_core::monitor::{PollError, PollErrorKind};
+use pg_status_core::observation::Observation;
+
+use crate::pg::{self, Session};
+use crate::rt::Runtime;
+
+/// Where one host is and how to log in to it.
+pub(crate) struct Target {
+    /// DNS name or IP address, without brackets.
+    pub(crate) host: String,
+    /// TCP port.
+    pub(crate) port: u16,
+    /// User, password and database.
+    pub(crate) login: tokio_postgres::Config,
+    /// `pg_status__connect_timeout`; zero leaves only the iteration deadline.
+    pub(crate) connect_timeout: Duration,
+}
+
+/// What an iteration produced: the result for the core, and the session when it may be reused.
+pub(crate) type Outcome = (Result<Observation, PollError>, Option<Session>);
+
+/// Runs one iteration on `session` (or a new one when it is `None`), finished or abandoned by `deadline`.
+///
+/// On any error or timeout the session is dropped, which closes the connection.
+pub(crate) async fn iterate<R: Runtime>(
+    rt: &R,
+    target: &Target,
+    session: Option<Session>,
+    deadline: Instant,
+) -> Outcome {
+    let work = async {
+        let session = match session {
+            Some(session) => session,
+            None => match connect(rt, target, deadline).await {
+                Ok(session) => session,
+                Err(error) => return (Err(error), None),
+            },
+        };
+        match pg::query(&session).await {
+            Ok(observation) => (Ok(observation), Some(session)),
+            Err(error) => (Err(error), None),
+        }
+    };
+    let expired = async {
+        rt.sleep_until(deadline).await;
+        (Err(PollError::timeout()), None)
+    };
+    // `or` polls the work first, so an answer that is ready at the deadline still counts.
+    future::or(work, expired).await
+}
+
+/// Opens a session, bounded by the connect timeout when it ends before the iteration deadline.
+async fn connect<R: Runtime>(rt: &R, target: &Target, deadline: Instant) -> Result<Session, PollError> {
+    let open = pg::open(rt, &target.host, target.port, &target.login);
+    if target.connect_timeout.is_zero() {
+        return open.await;
+    }
+    let limit = rt.now().checked_add(target.connect_timeout).unwrap_or(deadline);
+    if limit >= deadline {
+        return open.await;
+    }
+    let too_slow = async {
+        rt.sleep_until(limit).await;
+        Err(PollError::new(
+            PollErrorKind::Timeout,
+            format!("no connection within {} s (pg_status__connect_timeout)", target.connect_timeout.as_secs()),
+        ))
+    };
+    future::or(open, too_slow).await
+}
