@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod lsn;
+pub mod metrics;
 pub mod monitor;
 pub mod observation;
 pub mod select;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::cluster::{Health, HostInput, HostName, Settings, Snapshot};
 use crate::config::Config;
+use crate::metrics::PollStats;
 use crate::observation::{Observation, Role};
 
 /// Names one poll iteration: which host, and which of its iterations (results of older ones are ignored).
@@ -190,6 +191,10 @@ struct HostState {
     next_poll: Option<Instant>,
     /// The iteration in flight and its deadline.
     in_flight: Option<(u64, Instant)>,
+    /// When the iteration in flight started.
+    started: Instant,
+    /// Poll durations and failure causes, for metrics.
+    stats: PollStats,
     iterations: u64,
     /// When the current connection was opened (approximately: the start of its first iteration).
     conn_opened: Option<Instant>,
@@ -260,6 +265,8 @@ impl Monitor {
                 )),
                 next_poll: Some(now),
                 in_flight: None,
+                started: now,
+                stats: PollStats::default(),
                 iterations: 0,
                 conn_opened: None,
                 opening: None,
@@ -309,6 +316,7 @@ impl Monitor {
         }
         host.next_poll = None;
         host.in_flight = Some((host.iterations, deadline));
+        host.started = now;
         Some(Action::Poll { id: PollId { host: index, iteration: host.iterations }, deadline, reconnect })
     }
 
@@ -344,6 +352,7 @@ impl Monitor {
             Ok(_) if now > deadline => Err(PollError::timeout()),
             other => other,
         };
+        host.stats.record(now.saturating_duration_since(host.started), result.as_ref().err().map(|e| e.kind));
         let name = host.id.name.clone();
         match result {
             Ok(observation) => {
@@ -455,6 +464,11 @@ impl Monitor {
             connections_opened: self.connections_opened[host],
             iterations: h.iterations,
         })
+    }
+
+    /// Poll durations and failure causes of one host, for metrics.
+    pub fn poll_stats(&self, host: usize) -> Option<&PollStats> {
+        self.hosts.get(host).map(|h| &h.stats)
     }
 
     fn derive(&self) -> Snapshot {

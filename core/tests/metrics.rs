@@ -1,0 +1,58 @@
+//! The Prometheus exposition: every sample belongs to a declared metric, values parse, and the numbers
+//! follow what the monitor saw.
+
+mod common;
+
+use common::*;
+use pg_status_core::http::Route;
+use pg_status_core::metrics::{render, HttpCounters};
+use pg_status_core::monitor::{Action, Monitor, PollError, PollErrorKind};
+
+#[test]
+fn metrics_describe_hosts_polls_and_requests() {
+    let t0 = start();
+    let mut cfg = config(2, 100, 50, 60_000, 3);
+    cfg.hosts[1].name = "we\"ird\\host".into();
+    let mut m = Monitor::new(&cfg, t0);
+    let actions: Vec<Action> = std::iter::from_fn(|| m.poll_action(t0)).collect();
+    for Action::Poll { id, .. } in actions {
+        let result = if id.host == 0 { Ok(master(100)) } else { Err(PollError::new(PollErrorKind::Auth, "denied")) };
+        m.handle_poll_result(id, result, t0 + ms(3));
+    }
+    let http = HttpCounters::default();
+    http.record(Some(Route::Master), 200);
+    http.record(Some(Route::Master), 200);
+    http.record(None, 404);
+    let text = render(&m, &m.snapshot(), &http, t0 + ms(1003));
+
+    let mut declared = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            declared.push(rest.split(' ').next().unwrap().to_string());
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let (name_labels, value) = line.rsplit_once(' ').unwrap();
+        let name = name_labels.split('{').next().unwrap();
+        let base = ["_bucket", "_sum", "_count"].iter().fold(name, |n, s| n.strip_suffix(s).unwrap_or(n));
+        assert!(declared.iter().any(|d| d == name || d == base), "{line}: undeclared");
+        assert!(value.parse::<f64>().is_ok(), "{line}: bad value");
+    }
+    for expected in [
+        "pg_status_ready 1",
+        "pg_status_masters 1",
+        "pg_status_host_up{host=\"h0\"} 1",
+        "pg_status_host_up{host=\"we\\\"ird\\\\host\"} 0",
+        "pg_status_host_consecutive_failures{host=\"we\\\"ird\\\\host\"} 1",
+        "pg_status_host_last_success_age_seconds{host=\"h0\"} 1.000",
+        "pg_status_poll_failures_total{host=\"we\\\"ird\\\\host\",cause=\"auth\"} 1",
+        "pg_status_poll_duration_seconds_bucket{host=\"h0\",le=\"0.005\"} 1",
+        "pg_status_poll_duration_seconds_bucket{host=\"h0\",le=\"0.0025\"} 0",
+        "pg_status_http_requests_total{route=\"/master\",status=\"200\"} 2",
+        "pg_status_http_requests_total{route=\"other\",status=\"404\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == expected), "missing {expected:?} in\n{text}");
+    }
+}
