@@ -101,6 +101,8 @@ pub struct Snapshot {
     pub master: Option<usize>,
     /// Thresholds and locality.
     pub settings: Settings,
+    /// The elected master's WAL position that the replicas' lag was measured against.
+    master_lsn: Option<Lsn>,
     hosts_json: OnceLock<Arc<str>>,
 }
 
@@ -130,7 +132,25 @@ impl Snapshot {
         let master = elect_master(hosts, settings.split_brain);
         let master_lsn = master.and_then(|m| hosts[m].last).and_then(|o| o.current_lsn);
         let hosts = hosts.iter().map(|h| host_status(h, master_lsn, &settings)).collect();
-        Snapshot { ready, hosts, master, settings, hosts_json: OnceLock::new() }
+        Snapshot { ready, hosts, master, settings, master_lsn, hosts_json: OnceLock::new() }
+    }
+
+    /// Brings the snapshot up to date after host `changed` got a new health or observation. Only that host is
+    /// re-derived unless the election or the master's WAL position moved, which changes every replica's lag.
+    /// Returns true when every host was re-derived.
+    pub fn update(&mut self, ready: bool, hosts: &[HostInput<'_>], changed: usize) -> bool {
+        let master = elect_master(hosts, self.settings.split_brain);
+        let master_lsn = master.and_then(|m| hosts[m].last).and_then(|o| o.current_lsn);
+        self.ready = ready;
+        self.hosts_json = OnceLock::new();
+        if master != self.master || master_lsn != self.master_lsn || hosts.len() != self.hosts.len() {
+            *self = Snapshot::derive(ready, hosts, self.settings);
+            return true;
+        }
+        if let (Some(slot), Some(input)) = (self.hosts.get_mut(changed), hosts.get(changed)) {
+            *slot = host_status(input, master_lsn, &self.settings);
+        }
+        false
     }
 
     /// The elected master's status.

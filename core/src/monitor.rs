@@ -404,7 +404,7 @@ impl Monitor {
         }
         let became_ready = !self.ready && self.hosts.iter().all(|h| h.finished_first);
         self.ready |= became_ready;
-        self.refresh_view();
+        self.refresh_view(id.host);
         if became_ready {
             self.events.push_back(Event::Ready);
         }
@@ -471,16 +471,27 @@ impl Monitor {
         self.hosts.get(host).map(|h| &h.stats)
     }
 
+    /// Derives the snapshot afresh from every host, ignoring the incremental one; it always equals
+    /// [`Monitor::snapshot`], which tests check.
+    pub fn snapshot_from_scratch(&self) -> Snapshot {
+        self.derive()
+    }
+
     fn derive(&self) -> Snapshot {
         let inputs: Vec<HostInput<'_>> =
             self.hosts.iter().map(|h| HostInput { id: &h.id, health: h.health, last: h.last.as_ref() }).collect();
         Snapshot::derive(self.ready, &inputs, self.settings)
     }
 
-    /// Rebuilds the snapshot and announces the sync and split-brain changes it shows.
-    fn refresh_view(&mut self) {
-        let snapshot = self.derive();
-        for (h, status) in self.hosts.iter_mut().zip(&snapshot.hosts) {
+    /// Updates the snapshot after host `changed` finished an iteration and announces the sync and
+    /// split-brain changes it shows.
+    fn refresh_view(&mut self, changed: usize) {
+        let inputs: Vec<HostInput<'_>> =
+            self.hosts.iter().map(|h| HostInput { id: &h.id, health: h.health, last: h.last.as_ref() }).collect();
+        let all = self.current.update(self.ready, &inputs, changed);
+        let snapshot = &self.current;
+        let range = if all { 0..self.hosts.len() } else { changed..changed + 1 };
+        for (h, status) in self.hosts[range.clone()].iter_mut().zip(&snapshot.hosts[range]) {
             if status.role != Some(Role::Replica) || h.health == Health::Dead {
                 continue;
             }
@@ -508,7 +519,6 @@ impl Monitor {
             }
             self.split_brain = split;
         }
-        self.current = snapshot;
         self.dirty = true;
     }
 }

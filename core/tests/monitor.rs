@@ -317,6 +317,7 @@ proptest! {
                 }
             }
             let snap = m.snapshot();
+            prop_assert_eq!(&snap, &m.snapshot_from_scratch(), "the incremental snapshot equals a full derivation");
             prop_assert_eq!(snap.ready, model.iter().all(|h| h.finished));
             for (h, (status, mh)) in snap.hosts.iter().zip(&model).enumerate() {
                 let expected = if !mh.finished { Health::Unknown }
