@@ -8,14 +8,14 @@
 use std::cell::Cell;
 use std::convert::Infallible;
 use std::io;
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpStream};
 use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_io::{Async, Timer};
-use futures_lite::{future, AsyncRead, AsyncWrite};
+use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWrite};
 use hyper::service::service_fn;
 use smol_hyper::rt::FuturesIo;
 
@@ -32,13 +32,14 @@ struct Activity {
 
 /// The client socket, noting reads and writes for the watchdog.
 struct Watched {
-    socket: Async<TcpStream>,
+    /// Shared with the connection task, which closes the socket itself after hyper is done with it.
+    socket: Rc<Async<TcpStream>>,
     activity: Rc<Activity>,
 }
 
 impl AsyncRead for Watched {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.socket).poll_read(cx, buf);
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut &*self.socket).poll_read(cx, buf);
         if let Poll::Ready(Ok(n)) = poll {
             if n > 0 {
                 self.activity.pending.set(true);
@@ -49,8 +50,8 @@ impl AsyncRead for Watched {
 }
 
 impl AsyncWrite for Watched {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.socket).poll_write(cx, buf);
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut &*self.socket).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = poll {
             if n > 0 {
                 // hyper writes an answer only after it has read the whole request.
@@ -61,12 +62,12 @@ impl AsyncWrite for Watched {
         poll
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.socket).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut &*self.socket).poll_flush(cx)
     }
 
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.socket).poll_close(cx)
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut &*self.socket).poll_close(cx)
     }
 }
 
@@ -97,9 +98,38 @@ async fn watchdog(activity: &Activity, request_timeout: Duration, idle_timeout: 
     }
 }
 
+/// How long, and how many bytes, a connection closed after an error answer is read and discarded.
+///
+/// Closing a socket with unread input makes the kernel reset the connection, and the client then loses the
+/// answer it was sent (a 431 for a huge header, a 400 for garbage). Reading the rest for a moment first lets
+/// the answer arrive.
+const LINGER_TIME: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 1024 * 1024;
+
+/// Shuts the sending side and discards what the client still sends, within [`LINGER_TIME`] and
+/// [`LINGER_BYTES`].
+async fn linger(socket: &Async<TcpStream>) {
+    let _ = socket.get_ref().shutdown(Shutdown::Write);
+    let drain = async {
+        let mut buffer = [0u8; 4096];
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match (&*socket).read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    future::or(drain, async {
+        Timer::after(LINGER_TIME).await;
+    })
+    .await;
+}
+
 /// How a connection's first phase ended.
 enum Step {
-    Finished,
+    /// hyper finished; with an error it may have answered a request it could not read to the end.
+    Finished(bool),
     Stalled,
     ShuttingDown,
 }
@@ -112,8 +142,9 @@ pub(super) async fn serve(socket: Async<TcpStream>, guard: OpenGuard) {
     if shared.closing.get() {
         return;
     }
+    let socket = Rc::new(socket);
     let activity = Rc::new(Activity::default());
-    let io = FuturesIo::new(Watched { socket, activity: activity.clone() });
+    let io = FuturesIo::new(Watched { socket: socket.clone(), activity: activity.clone() });
     let handler = shared.clone();
     let service = service_fn(move |request| {
         let snapshot = handler.snapshots.load();
@@ -123,8 +154,7 @@ pub(super) async fn serve(socket: Async<TcpStream>, guard: OpenGuard) {
     let step = future::or(
         async {
             // An error here is the client's (bad request, reset): hyper has answered what can be answered.
-            let _ = connection.as_mut().await;
-            Step::Finished
+            Step::Finished(connection.as_mut().await.is_err())
         },
         future::or(
             async {
@@ -138,6 +168,9 @@ pub(super) async fn serve(socket: Async<TcpStream>, guard: OpenGuard) {
         ),
     )
     .await;
+    if let Step::Finished(true) = step {
+        linger(&socket).await;
+    }
     if let Step::ShuttingDown = step {
         // Finish the request in progress, if any, then close; idle connections close at once.
         connection.as_mut().graceful_shutdown();

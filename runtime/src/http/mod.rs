@@ -117,9 +117,9 @@ impl HttpServer {
         http.keep_alive(true)
             // Our own per-connection watchdog replaces hyper's per-request timer (which also needs a timer).
             .header_read_timeout(None)
-            .max_buf_size(limits.max_header_bytes.max(MIN_HEADER_BYTES))
-            // Answers to pipelined requests go out in one write.
-            .pipeline_flush(true);
+            // Not `pipeline_flush`: it skips flushing while unread input is buffered, which swallows the 431
+            // answer to an oversized head (its bytes stay in the buffer).
+            .max_buf_size(limits.max_header_bytes.max(MIN_HEADER_BYTES));
         let shared = Rc::new(Shared {
             snapshots,
             cursor: AtomicUsize::new(0),

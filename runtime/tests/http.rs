@@ -1,0 +1,316 @@
+//! The HTTP front end over real loopback sockets, answering from a fixed snapshot: keep-alive, pipelining,
+//! HEAD, 405, the header limit, the watchdog, the connection cap and graceful shutdown.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use pg_status::http::{HttpServer, Limits};
+use pg_status::log::Logger;
+use pg_status_core::cluster::Snapshot;
+use pg_status_core::config::{Config, LogLevel};
+use pg_status_core::monitor::{Action, Monitor};
+use pg_status_core::observation::Observation;
+use smol::LocalExecutor;
+
+/// A ready snapshot of two hosts: `db1` master, `db2` replica.
+fn snapshot() -> Snapshot {
+    let config = Config::from_vars([("pg_status__hosts", "db1,db2")]).expect("valid configuration");
+    let now = Instant::now();
+    let mut monitor = Monitor::new(&config, now);
+    let master = [Some("f"), Some("0/3000060"), None, None, None, Some("000000010000000000000003"), None];
+    let replica = [Some("t"), None, Some("0/3000060"), Some("0/3000060"), Some("0"), None, Some("1")];
+    while let Some(Action::Poll { id, .. }) = monitor.poll_action(now) {
+        let row = if id.host == 0 { &master } else { &replica };
+        monitor.handle_poll_result(id, Ok(Observation::from_row(row).expect("valid row")), now);
+    }
+    let snapshot = monitor.snapshot();
+    assert!(snapshot.ready);
+    snapshot
+}
+
+/// A server on its own thread; dropping `stop` shuts it down.
+struct Server {
+    addr: SocketAddr,
+    stop: Option<async_channel::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(limits: Limits) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        listener.set_nonblocking(true).expect("non-blocking listener");
+        let addr = listener.local_addr().expect("bound address");
+        let snapshots = Arc::new(ArcSwap::from_pointee(snapshot()));
+        let (stop, stopped) = async_channel::bounded::<()>(1);
+        let thread = thread::spawn(move || {
+            let executor = LocalExecutor::new();
+            let server = HttpServer::new(listener, snapshots, limits, Logger::new(LogLevel::Error)).expect("server");
+            async_io::block_on(executor.run(server.run(&executor, async {
+                let _ = stopped.recv().await;
+            })));
+        });
+        Server { addr, stop: Some(stop), thread: Some(thread) }
+    }
+
+    fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(5))).expect("read timeout");
+        stream
+    }
+
+    /// Shuts down and returns how long the server took to finish.
+    fn shutdown(&mut self) -> Duration {
+        let started = Instant::now();
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("server thread");
+        }
+        started.elapsed()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// One parsed response.
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+}
+
+/// Reads `count` responses from `stream` (`head_only`: the requests were HEAD, no bodies follow).
+fn read_responses(stream: &mut TcpStream, count: usize, head_only: bool) -> Vec<Response> {
+    let mut buffer = Vec::new();
+    let mut responses = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while responses.len() < count {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
+            let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status code");
+            let mut response = Response { status, head, body: Vec::new() };
+            let length: usize =
+                if head_only { 0 } else { response.header("content-length").map_or(0, |v| v.parse().expect("length")) };
+            if buffer.len() >= end + 4 + length {
+                response.body = buffer[end + 4..end + 4 + length].to_vec();
+                buffer.drain(..end + 4 + length);
+                responses.push(response);
+                continue;
+            }
+        }
+        let n = stream.read(&mut chunk).expect("read a response");
+        assert!(n > 0, "connection closed after {} responses", responses.len());
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+    assert!(buffer.is_empty(), "unexpected bytes after the responses: {:?}", String::from_utf8_lossy(&buffer));
+    responses
+}
+
+/// Whether the server closes `stream` within `limit` (reading and discarding anything it sends first).
+fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    let started = Instant::now();
+    stream.set_read_timeout(Some(Duration::from_millis(50))).expect("read timeout");
+    let mut chunk = [0u8; 1024];
+    while started.elapsed() < limit {
+        match stream.read(&mut chunk) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n")
+}
+
+#[test]
+fn keep_alive_serves_many_requests_on_one_connection() {
+    let server = Server::start(Limits::default());
+    let mut stream = server.connect();
+    for _ in 0..5 {
+        stream.write_all(get("/master").as_bytes()).unwrap();
+        let response = &read_responses(&mut stream, 1, false)[0];
+        assert_eq!(response.status, 200);
+        assert_eq!(response.body, b"db1");
+        assert_eq!(response.header("content-type"), Some("text/plain; charset=utf-8"));
+    }
+    stream.write_all(b"GET /replica HTTP/1.1\r\nHost: test\r\nAccept: application/json\r\n\r\n").unwrap();
+    let response = &read_responses(&mut stream, 1, false)[0];
+    assert_eq!(response.body, br#"{"host": "db2"}"#);
+    assert_eq!(response.header("content-type"), Some("application/json"));
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let server = Server::start(Limits::default());
+    let mut stream = server.connect();
+    let batch = [get("/master"), get("/nope"), get("/replica"), get("/version")].concat();
+    stream.write_all(batch.as_bytes()).unwrap();
+    let responses = read_responses(&mut stream, 4, false);
+    let statuses: Vec<u16> = responses.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200, 404, 200, 200]);
+    assert_eq!(responses[0].body, b"db1");
+    assert_eq!(responses[2].body, b"db2");
+    assert_eq!(responses[3].body, env!("CARGO_PKG_VERSION").as_bytes());
+}
+
+#[test]
+fn head_has_headers_and_no_body() {
+    let server = Server::start(Limits::default());
+    let mut stream = server.connect();
+    stream.write_all(b"HEAD /master HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let response = &read_responses(&mut stream, 1, true)[0];
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("content-type"), Some("text/plain; charset=utf-8"));
+    // The connection stays usable: no stray body bytes precede the next answer.
+    stream.write_all(get("/master").as_bytes()).unwrap();
+    assert_eq!(read_responses(&mut stream, 1, false)[0].body, b"db1");
+}
+
+#[test]
+fn other_methods_get_405_with_allow() {
+    let server = Server::start(Limits::default());
+    let mut stream = server.connect();
+    stream.write_all(b"POST /master HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n\r\n").unwrap();
+    let response = &read_responses(&mut stream, 1, false)[0];
+    assert_eq!(response.status, 405);
+    assert_eq!(response.header("allow"), Some("GET, HEAD"));
+}
+
+#[test]
+fn oversized_head_gets_431_and_others_are_unaffected() {
+    let server = Server::start(Limits::default());
+    let mut big = server.connect();
+    let request = format!("GET /master HTTP/1.1\r\nHost: test\r\nX-Big: {}\r\n\r\n", "a".repeat(200 * 1024));
+    // The server may close while we still write; what matters is the answer it gave first.
+    let _ = big.write_all(request.as_bytes());
+    let mut answer = Vec::new();
+    let _ = big.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 431"), "got {text:?}");
+
+    let mut other = server.connect();
+    other.write_all(get("/master").as_bytes()).unwrap();
+    assert_eq!(read_responses(&mut other, 1, false)[0].status, 200);
+}
+
+#[test]
+fn half_sent_request_is_dropped() {
+    let limits = Limits { request_timeout: Duration::from_millis(400), ..Limits::default() };
+    let server = Server::start(limits);
+    let mut stream = server.connect();
+    stream.write_all(b"GET /master HTTP/1.1\r\nHost: te").unwrap();
+    let started = Instant::now();
+    assert!(closed_within(&mut stream, Duration::from_secs(3)), "half request kept open");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(150), "closed too early: {took:?}");
+
+    // A client trickling bytes does not keep the connection either.
+    let mut slow = server.connect();
+    let started = Instant::now();
+    let mut closed = false;
+    for byte in b"GET /master HTTP/1.1\r\nHost: test\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+        if slow.write_all(&[*byte]).is_err() || closed_within(&mut slow, Duration::from_millis(100)) {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "trickling client kept open for {:?}", started.elapsed());
+}
+
+#[test]
+fn idle_keep_alive_connection_is_closed() {
+    let limits = Limits {
+        request_timeout: Duration::from_millis(200),
+        idle_timeout: Duration::from_millis(600),
+        ..Limits::default()
+    };
+    let server = Server::start(limits);
+    let mut stream = server.connect();
+    stream.write_all(get("/live").as_bytes()).unwrap();
+    assert_eq!(read_responses(&mut stream, 1, false)[0].status, 200);
+    // Requests spaced below the idle timeout keep it open.
+    for _ in 0..3 {
+        thread::sleep(Duration::from_millis(300));
+        stream.write_all(get("/live").as_bytes()).unwrap();
+        assert_eq!(read_responses(&mut stream, 1, false)[0].status, 200);
+    }
+    let started = Instant::now();
+    assert!(closed_within(&mut stream, Duration::from_secs(3)), "idle connection kept open");
+    assert!(started.elapsed() >= Duration::from_millis(500), "closed too early: {:?}", started.elapsed());
+}
+
+#[test]
+fn connection_cap_defers_new_clients_until_one_closes() {
+    let limits = Limits { max_connections: 2, ..Limits::default() };
+    let server = Server::start(limits);
+    let mut first = server.connect();
+    let mut second = server.connect();
+    for stream in [&mut first, &mut second] {
+        stream.write_all(get("/master").as_bytes()).unwrap();
+        assert_eq!(read_responses(stream, 1, false)[0].status, 200);
+    }
+    // The third waits in the backlog: connected, but not answered.
+    let mut third = server.connect();
+    third.write_all(get("/master").as_bytes()).unwrap();
+    third.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let mut byte = [0u8; 1];
+    let early = third.read(&mut byte);
+    assert!(matches!(&early, Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)), "{early:?}");
+    drop(first);
+    third.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(read_responses(&mut third, 1, false)[0].body, b"db1");
+}
+
+#[test]
+fn shutdown_closes_idle_connections_and_stops_accepting() {
+    let mut server = Server::start(Limits::default());
+    let mut idle = server.connect();
+    idle.write_all(get("/master").as_bytes()).unwrap();
+    assert_eq!(read_responses(&mut idle, 1, false)[0].status, 200);
+    let took = server.shutdown();
+    assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+    assert!(closed_within(&mut idle, Duration::from_secs(1)));
+    assert!(TcpStream::connect(server.addr).is_err(), "still accepting after shutdown");
+}
+
+#[test]
+fn shutdown_waits_for_a_request_in_progress() {
+    let limits = Limits { drain_timeout: Duration::from_secs(3), ..Limits::default() };
+    let mut server = Server::start(limits);
+    let mut busy = server.connect();
+    busy.write_all(b"GET /master HTTP/1.1\r\nHost: test\r\n").unwrap();
+    thread::sleep(Duration::from_millis(100));
+    let addr = server.addr;
+    let finisher = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(300));
+        busy.write_all(b"\r\n").unwrap();
+        let response = read_responses(&mut busy, 1, false).remove(0);
+        (response.status, response.body)
+    });
+    let took = server.shutdown();
+    let (status, body) = finisher.join().unwrap();
+    assert_eq!((status, body.as_slice()), (200, b"db1".as_slice()));
+    assert!(took >= Duration::from_millis(200) && took < Duration::from_secs(3), "shutdown took {took:?}");
+    assert!(TcpStream::connect(addr).is_err());
+}
