@@ -1,0 +1,4 @@
+//! Fuzz target `observation`: see [`pg_status_fuzz::checks::check_observation`] for the input format and what is checked.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| pg_status_fuzz::checks::check_observation(data));
