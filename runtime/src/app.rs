@@ -9,16 +9,15 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use async_io::Timer;
 use futures_lite::future;
-use pg_status_core::cluster::Snapshot;
 use pg_status_core::config::{Config, SslMode};
 use smol::LocalExecutor;
 
 use crate::driver::Driver;
 use crate::http::{HttpServer, Limits};
 use crate::log::{self, Logger};
+use crate::publish::Published;
 use crate::rt::SmolRuntime;
 use crate::signals::Signals;
 use crate::{limits, listen};
@@ -66,11 +65,11 @@ pub(crate) fn run() -> i32 {
     };
 
     let (stop_poller, poller_stopped) = async_channel::bounded::<()>(1);
-    let (snapshots_tx, snapshots_rx) = mpsc::sync_channel(1);
+    let (published_tx, published_rx) = mpsc::sync_channel(1);
     let poller_config = config.clone();
     let poller = thread::Builder::new()
         .name("pg-status-poller".to_owned())
-        .spawn(move || poll(&poller_config, logger, poller_stopped, snapshots_tx));
+        .spawn(move || poll(&poller_config, logger, poller_stopped, published_tx));
     let poller = match poller {
         Ok(handle) => handle,
         Err(e) => {
@@ -78,13 +77,13 @@ pub(crate) fn run() -> i32 {
             return EXIT_START;
         }
     };
-    let Ok(snapshots) = snapshots_rx.recv() else {
+    let Ok(published) = published_rx.recv() else {
         logger.error(format_args!("the poller thread ended before it started"));
         return EXIT_START;
     };
 
     let executor = LocalExecutor::new();
-    let server = match HttpServer::new(listener, snapshots, Limits::default(), logger) {
+    let server = match HttpServer::new(listener, published, Limits::default(), logger) {
         Ok(server) => server,
         Err(e) => {
             logger.error(format_args!("cannot serve HTTP: {e}"));
@@ -130,12 +129,12 @@ fn poll(
     config: &Config,
     logger: Logger,
     stop: async_channel::Receiver<()>,
-    snapshots: mpsc::SyncSender<Arc<ArcSwap<Snapshot>>>,
+    published: mpsc::SyncSender<Arc<Published>>,
 ) {
     let executor = Rc::new(LocalExecutor::new());
     let runtime = SmolRuntime::new(&executor);
     let driver = Driver::new(runtime, config, logger);
-    if snapshots.send(driver.snapshots()).is_err() {
+    if published.send(driver.published()).is_err() {
         return;
     }
     async_io::block_on(executor.run(async {

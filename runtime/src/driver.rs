@@ -11,15 +11,14 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use futures_lite::future;
-use pg_status_core::cluster::Snapshot;
 use pg_status_core::config::Config;
 use pg_status_core::monitor::{Action, Event, Monitor, PollError, PollErrorKind, PollId};
 use pg_status_core::observation::Observation;
 
 use crate::pg::{self, Session};
 use crate::poll::{self, Target};
+use crate::publish::{Published, RefreshRequests};
 use crate::rt::{LocalBoxFuture, Runtime};
 
 /// Where the driver reports what happens: the core's events, and per-poll detail for debugging.
@@ -55,6 +54,7 @@ struct HostSlot {
 enum Wake {
     Done(Completion),
     Timer,
+    Refresh,
     Stop,
 }
 
@@ -63,7 +63,8 @@ pub struct Driver<R: Runtime, L: EventLog> {
     rt: R,
     monitor: Monitor,
     hosts: Vec<HostSlot>,
-    published: Arc<ArcSwap<Snapshot>>,
+    published: Arc<Published>,
+    refresh: RefreshRequests,
     log: L,
     done_tx: async_channel::Sender<Completion>,
     done_rx: async_channel::Receiver<Completion>,
@@ -98,14 +99,14 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
                 in_flight: None,
             })
             .collect();
-        let published = Arc::new(ArcSwap::from_pointee(monitor.snapshot()));
+        let (published, refresh) = Published::new(monitor.snapshot());
         let (done_tx, done_rx) = async_channel::unbounded();
         let (stop_tx, stop_rx) = async_channel::bounded(1);
-        Driver { rt, monitor, hosts, published, log, done_tx, done_rx, stop_tx, stop_rx, last_timeout: None }
+        Driver { rt, monitor, hosts, published, refresh, log, done_tx, done_rx, stop_tx, stop_rx, last_timeout: None }
     }
 
-    /// The published snapshot, for request handlers: load it, never lock.
-    pub fn snapshots(&self) -> Arc<ArcSwap<Snapshot>> {
+    /// Where snapshots are published, for request handlers: they load it and never lock.
+    pub fn published(&self) -> Arc<Published> {
         self.published.clone()
     }
 
@@ -132,15 +133,19 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
                 shutdown.as_mut().await;
                 Wake::Stop
             };
+            let refresh = async {
+                match self.refresh.0.recv().await {
+                    Ok(()) => Wake::Refresh,
+                    // The publication holds the sender, so this does not happen; never wake for it again.
+                    Err(_) => future::pending().await,
+                }
+            };
             // Shutdown first, then results (a result at its deadline still counts), then the timer.
-            let wake = future::or(
-                stop,
-                future::or(done, async {
-                    timer.await;
-                    Wake::Timer
-                }),
-            )
-            .await;
+            let timer = async {
+                timer.await;
+                Wake::Timer
+            };
+            let wake = future::or(stop, future::or(done, future::or(timer, refresh))).await;
             match wake {
                 Wake::Done(completion) => self.complete(completion),
                 Wake::Timer => {
@@ -148,6 +153,7 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
                     self.last_timeout = Some(now);
                     self.monitor.handle_timeout(now);
                 }
+                Wake::Refresh => self.monitor.request_refresh(self.rt.now()),
                 Wake::Stop => break,
             }
         }
@@ -183,7 +189,7 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
             self.log.event(&event);
         }
         if let Some(snapshot) = self.monitor.poll_snapshot() {
-            self.published.store(Arc::new(snapshot));
+            self.published.store(snapshot);
         }
     }
 

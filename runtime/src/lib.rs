@@ -14,6 +14,7 @@ pub mod listen;
 pub mod log;
 pub mod pg;
 mod poll;
+pub mod publish;
 pub mod rt;
 pub mod signals;
 

@@ -7,22 +7,27 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use pg_status::http::{HttpServer, Limits};
 use pg_status::log::Logger;
+use pg_status::publish::Published;
 use pg_status_core::cluster::Snapshot;
 use pg_status_core::config::{Config, LogLevel};
 use pg_status_core::monitor::{Action, Monitor};
 use pg_status_core::observation::Observation;
 use smol::LocalExecutor;
 
-/// A ready snapshot of two hosts: `db1` master, `db2` replica.
+/// A ready snapshot of two hosts: `db1` master at 0/3000060, `db2` replica that has replayed everything.
 fn snapshot() -> Snapshot {
+    snapshot_replayed("0/3000060")
+}
+
+/// A ready snapshot of `db1` master at 0/3000060 and `db2` replica that has replayed up to `replayed`.
+fn snapshot_replayed(replayed: &str) -> Snapshot {
     let config = Config::from_vars([("pg_status__hosts", "db1,db2")]).expect("valid configuration");
     let now = Instant::now();
     let mut monitor = Monitor::new(&config, now);
     let master = [Some("f"), Some("0/3000060"), None, None, None, Some("000000010000000000000003"), None];
-    let replica = [Some("t"), None, Some("0/3000060"), Some("0/3000060"), Some("0"), None, Some("1")];
+    let replica = [Some("t"), None, Some(replayed), Some(replayed), Some("0"), None, Some("1")];
     while let Some(Action::Poll { id, .. }) = monitor.poll_action(now) {
         let row = if id.host == 0 { &master } else { &replica };
         monitor.handle_poll_result(id, Ok(Observation::from_row(row).expect("valid row")), now);
@@ -35,6 +40,7 @@ fn snapshot() -> Snapshot {
 /// A server on its own thread; dropping `stop` shuts it down.
 struct Server {
     addr: SocketAddr,
+    published: Arc<Published>,
     stop: Option<async_channel::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -44,16 +50,17 @@ impl Server {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         listener.set_nonblocking(true).expect("non-blocking listener");
         let addr = listener.local_addr().expect("bound address");
-        let snapshots = Arc::new(ArcSwap::from_pointee(snapshot()));
+        let (published, _refresh) = Published::new(snapshot());
+        let served = published.clone();
         let (stop, stopped) = async_channel::bounded::<()>(1);
         let thread = thread::spawn(move || {
             let executor = LocalExecutor::new();
-            let server = HttpServer::new(listener, snapshots, limits, Logger::new(LogLevel::Error)).expect("server");
+            let server = HttpServer::new(listener, served, limits, Logger::new(LogLevel::Error)).expect("server");
             async_io::block_on(executor.run(server.run(&executor, async {
                 let _ = stopped.recv().await;
             })));
         });
-        Server { addr, stop: Some(stop), thread: Some(thread) }
+        Server { addr, published, stop: Some(stop), thread: Some(thread) }
     }
 
     fn connect(&self) -> TcpStream {
@@ -313,4 +320,34 @@ fn shutdown_waits_for_a_request_in_progress() {
     assert_eq!((status, body.as_slice()), (200, b"db1".as_slice()));
     assert!(took >= Duration::from_millis(200) && took < Duration::from_secs(3), "shutdown took {took:?}");
     assert!(TcpStream::connect(addr).is_err());
+}
+
+#[test]
+fn min_lsn_request_waits_for_a_replica_to_catch_up() {
+    let server = Server::start(Limits::default());
+    server.published.store(snapshot_replayed("0/3000000"));
+    let mut stream = server.connect();
+    let request = get("/replica?min_lsn=0/3000060&wait_ms=300");
+
+    // Nobody catches up: after the wait the master answers.
+    let started = Instant::now();
+    stream.write_all(request.as_bytes()).unwrap();
+    assert_eq!(read_responses(&mut stream, 1, false)[0].body, b"db1");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(250) && waited < Duration::from_secs(2), "waited {waited:?}");
+
+    // Without wait_ms the answer comes at once.
+    let started = Instant::now();
+    stream.write_all(get("/replica?min_lsn=0/3000060").as_bytes()).unwrap();
+    assert_eq!(read_responses(&mut stream, 1, false)[0].body, b"db1");
+    assert!(started.elapsed() < Duration::from_millis(200));
+
+    // The replica catches up during the wait: it answers as soon as the snapshot shows it.
+    let request = get("/replica?min_lsn=0/3000060&wait_ms=1000");
+    stream.write_all(request.as_bytes()).unwrap();
+    thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    server.published.store(snapshot());
+    assert_eq!(read_responses(&mut stream, 1, false)[0].body, b"db2");
+    assert!(started.elapsed() < Duration::from_millis(500), "answered after {:?}", started.elapsed());
 }

@@ -7,6 +7,7 @@
 
 use std::cell::Cell;
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::{Shutdown, TcpStream};
 use std::pin::{pin, Pin};
@@ -15,11 +16,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_io::{Async, Timer};
+use bytes::Bytes;
 use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWrite};
+use http_body_util::Full;
 use hyper::service::service_fn;
 use smol_hyper::rt::FuturesIo;
 
-use super::{respond, OpenGuard};
+use super::respond::{self, Plan};
+use super::OpenGuard;
 
 /// What the socket saw since the watchdog last looked.
 #[derive(Default)]
@@ -28,6 +32,24 @@ struct Activity {
     pending: Cell<bool>,
     /// Bytes were written (an answer went out) since the last look.
     wrote: Cell<bool>,
+    /// Requests the server holds on purpose (`wait_ms`): not the client's stall.
+    waiting: Cell<u32>,
+}
+
+/// Marks a request the server holds, for as long as it lives.
+struct Holding(Rc<Activity>);
+
+impl Holding {
+    fn new(activity: &Rc<Activity>) -> Holding {
+        activity.waiting.set(activity.waiting.get() + 1);
+        Holding(activity.clone())
+    }
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        self.0.waiting.set(self.0.waiting.get().saturating_sub(1));
+    }
 }
 
 /// The client socket, noting reads and writes for the watchdog.
@@ -78,7 +100,7 @@ async fn watchdog(activity: &Activity, request_timeout: Duration, idle_timeout: 
     let mut idle = Duration::ZERO;
     loop {
         Timer::after(tick).await;
-        if activity.wrote.replace(false) {
+        if activity.wrote.replace(false) || activity.waiting.get() > 0 {
             stalled_ticks = 0;
             idle = Duration::ZERO;
         } else if activity.pending.get() {
@@ -94,6 +116,24 @@ async fn watchdog(activity: &Activity, request_timeout: Duration, idle_timeout: 
             if idle >= idle_timeout {
                 return;
             }
+        }
+    }
+}
+
+/// The answer to one request: ready at once (nearly always) or after a wait, without boxing the common case.
+enum Answer {
+    Now(Option<hyper::Response<Full<Bytes>>>),
+    Later(Pin<Box<dyn Future<Output = hyper::Response<Full<Bytes>>>>>),
+}
+
+impl Future for Answer {
+    type Output = Result<hyper::Response<Full<Bytes>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            // hyper polls a service future only until it is ready, once.
+            Answer::Now(response) => Poll::Ready(Ok(response.take().unwrap_or_default())),
+            Answer::Later(future) => future.as_mut().poll(cx).map(Ok),
         }
     }
 }
@@ -146,9 +186,22 @@ pub(super) async fn serve(socket: Async<TcpStream>, guard: OpenGuard) {
     let activity = Rc::new(Activity::default());
     let io = FuturesIo::new(Watched { socket: socket.clone(), activity: activity.clone() });
     let handler = shared.clone();
+    let held = activity.clone();
     let service = service_fn(move |request| {
-        let snapshot = handler.snapshots.load();
-        future::ready(Ok::<_, Infallible>(respond::answer(&snapshot, &handler.cursor, &request)))
+        let answer = match respond::plan(&handler.published.load(), &handler.cursor, &request) {
+            Plan::Now(response) => Answer::Now(Some(response)),
+            Plan::Wait(selection) => {
+                let holding = Holding::new(&held);
+                let shared = handler.clone();
+                Answer::Later(Box::pin(async move {
+                    let response =
+                        respond::wait(&shared.published, &shared.cursor, &shared.last_refresh, selection).await;
+                    drop(holding);
+                    response
+                }))
+            }
+        };
+        answer
     });
     let mut connection = pin!(shared.http.serve_connection(io, service));
     let step = future::or(

@@ -16,15 +16,14 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use async_io::{Async, Timer};
 use event_listener::Event;
 use futures_lite::future;
 use hyper::server::conn::http1;
-use pg_status_core::cluster::Snapshot;
 use smol::LocalExecutor;
 
 use crate::log::Logger;
+use crate::publish::Published;
 
 /// The front end's limits; [`Limits::default`] holds the production values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,9 +62,11 @@ const MIN_HEADER_BYTES: usize = 8192;
 
 /// State shared by the accept loop and every connection of the HTTP thread.
 struct Shared {
-    snapshots: Arc<ArcSwap<Snapshot>>,
+    published: Arc<Published>,
     /// The round-robin position shared by every route and connection.
     cursor: AtomicUsize,
+    /// When a waiting request last asked the poller for fresh data.
+    last_refresh: Cell<Option<Instant>>,
     http: http1::Builder,
     limits: Limits,
     /// Connections currently open.
@@ -106,10 +107,10 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
-    /// A server on a bound, listening socket, answering from `snapshots`.
+    /// A server on a bound, listening socket, answering from the snapshots `published` by the poller.
     pub fn new(
         listener: TcpListener,
-        snapshots: Arc<ArcSwap<Snapshot>>,
+        published: Arc<Published>,
         limits: Limits,
         logger: Logger,
     ) -> io::Result<HttpServer> {
@@ -121,8 +122,9 @@ impl HttpServer {
             // answer to an oversized head (its bytes stay in the buffer).
             .max_buf_size(limits.max_header_bytes.max(MIN_HEADER_BYTES));
         let shared = Rc::new(Shared {
-            snapshots,
+            published,
             cursor: AtomicUsize::new(0),
+            last_refresh: Cell::new(None),
             http,
             limits,
             open: Cell::new(0),

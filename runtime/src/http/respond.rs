@@ -1,25 +1,82 @@
-//! One request in, one answer out: the core's pure handler behind hyper's types.
+//! One request in, one answer out: the core's pure handler behind hyper's types, and the wait of a
+//! `min_lsn` request that asked for one (`wait_ms`).
 
+use std::cell::Cell;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use async_io::Timer;
 use bytes::Bytes;
+use futures_lite::future;
 use http_body_util::Full;
 use hyper::header::{HeaderValue, ACCEPT, ALLOW, CONTENT_TYPE};
 use hyper::{Request, StatusCode};
 use pg_status_core::cluster::Snapshot;
-use pg_status_core::http::{self, Body};
+use pg_status_core::http::{self, Body, Prepared, Response, Selection};
 
-/// Answers `request` from `snapshot`; `cursor` is the round-robin position shared by all connections.
-pub(crate) fn answer<B>(
-    snapshot: &Snapshot,
-    cursor: &AtomicUsize,
-    request: &Request<B>,
-) -> hyper::Response<Full<Bytes>> {
+use crate::publish::Published;
+
+/// What to do with a request: answer at once, or wait for fresher data first.
+pub(crate) enum Plan {
+    /// The answer.
+    Now(hyper::Response<Full<Bytes>>),
+    /// A `min_lsn` selection with `wait_ms`: no replica satisfies it yet.
+    Wait(Selection),
+}
+
+/// Decides how to answer `request` from `snapshot`; `cursor` is the round-robin position of every connection.
+pub(crate) fn plan<B>(snapshot: &Snapshot, cursor: &AtomicUsize, request: &Request<B>) -> Plan {
     let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let accept = request.headers().get(ACCEPT).map(HeaderValue::as_bytes);
-    let response = http::handle(snapshot, cursor, request.method().as_str(), target, accept);
+    match http::prepare(snapshot, request.method().as_str(), target, accept) {
+        Prepared::Respond(response) => Plan::Now(convert(response)),
+        Prepared::Select(selection) if selection.wait_ms == 0 || selection.satisfied(snapshot) => {
+            Plan::Now(convert(selection.answer(snapshot, cursor).1))
+        }
+        Prepared::Select(selection) => Plan::Wait(selection),
+    }
+}
 
+/// How often, at most, waiting requests ask the poller for fresh replica data: often enough that a replica
+/// catching up is seen within a few tens of milliseconds, seldom enough that waiting requests cannot flood the
+/// replicas with polls.
+const REFRESH_SPACING: Duration = Duration::from_millis(25);
+
+/// Waits until a snapshot satisfies `selection` or its `wait_ms` runs out, then answers from the latest one.
+/// While it waits it keeps asking the poller for fresh replica data, at most every [`REFRESH_SPACING`] for
+/// all requests together (`last_refresh` is shared by the HTTP thread).
+pub(crate) async fn wait(
+    published: &Published,
+    cursor: &AtomicUsize,
+    last_refresh: &Cell<Option<Instant>>,
+    selection: Selection,
+) -> hyper::Response<Full<Bytes>> {
+    let deadline = Instant::now().checked_add(Duration::from_millis(selection.wait_ms));
+    loop {
+        let changed = published.changed();
+        if selection.satisfied(&published.load()) {
+            break;
+        }
+        let now = Instant::now();
+        if deadline.is_some_and(|at| now >= at) {
+            break;
+        }
+        if last_refresh.get().is_none_or(|at| now.duration_since(at) >= REFRESH_SPACING) {
+            last_refresh.set(Some(now));
+            published.request_refresh();
+        }
+        // Look again at the next snapshot, or when the next refresh may be asked for.
+        let pause = async {
+            Timer::after(REFRESH_SPACING).await;
+        };
+        future::or(changed, pause).await;
+    }
+    convert(selection.answer(&published.load(), cursor).1)
+}
+
+/// The core's answer as a hyper response.
+fn convert(response: Response) -> hyper::Response<Full<Bytes>> {
     let mut out = hyper::Response::new(Full::new(body_bytes(response.body)));
     *out.status_mut() = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if let Some(value) = static_value(response.content_type) {
