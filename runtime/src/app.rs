@@ -3,6 +3,7 @@
 //! Two threads: the poller (the driver on its own executor) and the HTTP server (on this one). They share
 //! nothing but the published snapshot and a channel that tells the poller to stop.
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use async_io::Timer;
+use event_listener::Event;
 use futures_lite::future;
 use pg_status_core::config::{Config, SslMode};
 use smol::LocalExecutor;
@@ -83,7 +85,7 @@ pub(crate) fn run() -> i32 {
     };
 
     let executor = LocalExecutor::new();
-    let server = match HttpServer::new(listener, published, Limits::default(), logger) {
+    let server = match HttpServer::new(listener, published, http_limits(&config), logger) {
         Ok(server) => server,
         Err(e) => {
             logger.error(format_args!("cannot serve HTTP: {e}"));
@@ -100,15 +102,32 @@ pub(crate) fn run() -> i32 {
         names.join(", "),
     ));
 
+    let signals_seen = Cell::new(0u32);
+    let signalled = Event::new();
+    // Completes once `n` signals have arrived in all.
+    let signals_reached = |n: u32| {
+        let (seen, signalled) = (&signals_seen, &signalled);
+        async move {
+            loop {
+                let next = signalled.listen();
+                if seen.get() >= n {
+                    break;
+                }
+                next.await;
+            }
+        }
+    };
+    let count_signals = async {
+        loop {
+            signals.recv().await;
+            signals_seen.set(signals_seen.get().saturating_add(1));
+            signalled.notify(usize::MAX);
+        }
+    };
     async_io::block_on(executor.run(async {
-        let first_signal = signals.recv();
-        let serving = server.run(&executor, first_signal);
-        // A second signal while requests drain ends the wait at once.
-        let impatient = async {
-            signals.recv().await;
-            signals.recv().await;
-        };
-        future::or(serving, impatient).await;
+        // The first signal starts the shutdown; a second one while requests drain ends the wait at once.
+        let serving = server.run(&executor, signals_reached(1));
+        future::or(future::or(serving, signals_reached(2)), count_signals).await;
     }));
 
     stop_poller.close();
@@ -149,6 +168,13 @@ fn poll(
             Timer::after(Duration::from_millis(5)).await;
         }
     }));
+}
+
+/// The front end's limits: the defaults, with a drain long enough for the longest `wait_ms` allowed.
+fn http_limits(config: &Config) -> Limits {
+    let defaults = Limits::default();
+    let longest_wait = config.max_wait.saturating_add(Duration::from_millis(500));
+    Limits { drain_timeout: defaults.drain_timeout.max(longest_wait), ..defaults }
 }
 
 /// Reads the configuration from the environment; the error is the one line to print.

@@ -204,6 +204,9 @@ pub(super) async fn serve(socket: Async<TcpStream>, guard: OpenGuard) {
         answer
     });
     let mut connection = pin!(shared.http.serve_connection(io, service));
+    // One watchdog for the whole life of the connection, so a request stalled before shutdown is not given
+    // a fresh allowance by it.
+    let mut watchdog = pin!(watchdog(&activity, limits.request_timeout, limits.idle_timeout));
     let step = future::or(
         async {
             // An error here is the client's (bad request, reset): hyper has answered what can be answered.
@@ -211,7 +214,7 @@ pub(super) async fn serve(socket: Async<TcpStream>, guard: OpenGuard) {
         },
         future::or(
             async {
-                watchdog(&activity, limits.request_timeout, limits.idle_timeout).await;
+                watchdog.as_mut().await;
                 Step::Stalled
             },
             async {
@@ -221,19 +224,20 @@ pub(super) async fn serve(socket: Async<TcpStream>, guard: OpenGuard) {
         ),
     )
     .await;
-    if let Step::Finished(true) = step {
-        linger(&socket).await;
-    }
-    if let Step::ShuttingDown = step {
-        // Finish the request in progress, if any, then close; idle connections close at once.
-        connection.as_mut().graceful_shutdown();
-        future::or(
-            async {
-                let _ = connection.as_mut().await;
-            },
-            watchdog(&activity, limits.request_timeout, limits.idle_timeout),
-        )
-        .await;
+    match step {
+        Step::Finished(true) => linger(&socket).await,
+        Step::Finished(false) | Step::Stalled => {}
+        Step::ShuttingDown => {
+            // Finish the request in progress, if any, then close; idle connections close at once.
+            connection.as_mut().graceful_shutdown();
+            future::or(
+                async {
+                    let _ = connection.as_mut().await;
+                },
+                watchdog,
+            )
+            .await;
+        }
     }
     drop(guard);
 }

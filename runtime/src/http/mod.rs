@@ -38,7 +38,7 @@ pub struct Limits {
     /// Largest request head (request line and headers) in bytes; beyond it the answer is 431. hyper needs
     /// at least 8,192.
     pub max_header_bytes: usize,
-    /// How long shutdown waits for requests in progress.
+    /// How long shutdown waits for requests in progress (held `wait_ms` requests included).
     pub drain_timeout: Duration,
     /// Pause after an accept error such as running out of file descriptors.
     pub accept_backoff: Duration,
@@ -51,7 +51,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(6),
             idle_timeout: Duration::from_secs(60),
             max_header_bytes: 16 * 1024,
-            drain_timeout: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(2),
             accept_backoff: Duration::from_millis(50),
         }
     }
