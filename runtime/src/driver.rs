@@ -52,7 +52,7 @@ struct HostSlot {
 
 /// Why the driver woke up.
 enum Wake {
-    Done(Completion),
+    Done(Box<Completion>),
     Timer,
     Refresh,
     Stop,
@@ -66,8 +66,9 @@ pub struct Driver<R: Runtime, L: EventLog> {
     published: Arc<Published>,
     refresh: RefreshRequests,
     log: L,
-    done_tx: async_channel::Sender<Completion>,
-    done_rx: async_channel::Receiver<Completion>,
+    /// Completions are boxed: a session is a few hundred bytes, and they pass through small enums.
+    done_tx: async_channel::Sender<Box<Completion>>,
+    done_rx: async_channel::Receiver<Box<Completion>>,
     /// Closed at shutdown; every poll task watches it and gives up at once.
     stop_tx: async_channel::Sender<()>,
     stop_rx: async_channel::Receiver<()>,
@@ -199,7 +200,7 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
         let Some(slot) = self.hosts.get_mut(id.host) else {
             // The monitor only names configured hosts; answer anyway so it never waits for this iteration.
             let error = PollError::new(PollErrorKind::Connect, format!("no host with index {}", id.host));
-            let _ = self.done_tx.try_send(Completion { id, started, result: Err(error), session: None });
+            let _ = self.done_tx.try_send(Box::new(Completion { id, started, result: Err(error), session: None }));
             return;
         };
         if reconnect {
@@ -220,14 +221,14 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
             let work = async { Some(poll::iterate(&rt, &target, session, deadline).await) };
             if let Some((result, session)) = future::or(stopped, work).await {
                 // Unbounded: never waits. It fails only once the driver is gone, and then nobody needs it.
-                let _ = done.try_send(Completion { id, started, result, session });
+                let _ = done.try_send(Box::new(Completion { id, started, result, session }));
             }
         }));
     }
 
     /// Takes an iteration's result: keep its session for the next iteration, tell the monitor.
-    fn complete(&mut self, completion: Completion) {
-        let Completion { id, started, result, session } = completion;
+    fn complete(&mut self, completion: Box<Completion>) {
+        let Completion { id, started, result, session } = *completion;
         let now = self.rt.now();
         if let Some(slot) = self.hosts.get_mut(id.host) {
             if slot.in_flight == Some(id.iteration) {
