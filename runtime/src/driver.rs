@@ -148,7 +148,7 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
             };
             let wake = future::or(stop, future::or(done, future::or(timer, refresh))).await;
             match wake {
-                Wake::Done(completion) => self.complete(completion),
+                Wake::Done(completion) => self.complete(*completion),
                 Wake::Timer => {
                     let now = self.rt.now();
                     self.last_timeout = Some(now);
@@ -227,8 +227,8 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
     }
 
     /// Takes an iteration's result: keep its session for the next iteration, tell the monitor.
-    fn complete(&mut self, completion: Box<Completion>) {
-        let Completion { id, started, result, session } = *completion;
+    fn complete(&mut self, completion: Completion) {
+        let Completion { id, started, result, session } = completion;
         let now = self.rt.now();
         if let Some(slot) = self.hosts.get_mut(id.host) {
             if slot.in_flight == Some(id.iteration) {
