@@ -10,6 +10,9 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod model;
+pub mod oracle;
 pub mod pgwire;
 pub mod rng;
+pub mod run;
 pub mod runtime;
+pub mod scenario;

@@ -1,2 +1,134 @@
-//! Placeholder.
-fn main() {}
+//! `pg-status-sim`: runs one simulation (or many) and prints its timeline.
+//!
+//! `cargo run -p pg-status-sim -- --seed N [--scenario NAME] [--trace] [--seeds COUNT]`
+//!
+//! Without `--scenario` the swarm runs. `--scenario all` runs every named scenario and the swarm. With
+//! `--seeds COUNT`, seeds N..N+COUNT run and only a summary is printed (failures with their replay command,
+//! and the failover detection latencies). A run that breaks an invariant prints the command that replays it
+//! and the program exits with status 1.
+
+use std::process::ExitCode;
+
+use pg_status_sim::run::{run, Report};
+use pg_status_sim::scenario::NAMED;
+
+struct Args {
+    seed: u64,
+    scenario: String,
+    trace: bool,
+    seeds: Option<u64>,
+}
+
+const USAGE: &str = "usage: pg-status-sim --seed N [--scenario NAME|all|swarm] [--trace] [--seeds COUNT]";
+
+fn parse() -> Result<Args, String> {
+    let mut args = Args { seed: 0, scenario: "swarm".to_owned(), trace: false, seeds: None };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
+        match arg.as_str() {
+            "--seed" => args.seed = value("--seed")?.parse().map_err(|e| format!("--seed: {e}"))?,
+            "--scenario" => args.scenario = value("--scenario")?,
+            "--trace" => args.trace = true,
+            "--seeds" => args.seeds = Some(value("--seeds")?.parse().map_err(|e| format!("--seeds: {e}"))?),
+            "-h" | "--help" => return Err(USAGE.to_owned()),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    Ok(args)
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    // Nearest-rank percentile; the index is within bounds because p <= 1.
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn main() -> ExitCode {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let scenarios: Vec<String> = if args.scenario == "all" {
+        NAMED.iter().map(|s| s.to_string()).chain(["swarm".to_owned()]).collect()
+    } else {
+        vec![args.scenario.clone()]
+    };
+    let mut failed = false;
+    for scenario in &scenarios {
+        let Some(count) = args.seeds else {
+            match run(args.seed, scenario, args.trace) {
+                Ok(report) => {
+                    for line in &report.trace {
+                        println!("{line}");
+                    }
+                    failed |= !finish(&report);
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            }
+            continue;
+        };
+        let mut latencies = Vec::new();
+        let mut ratios = Vec::new();
+        let mut failures = 0;
+        for seed in args.seed..args.seed.saturating_add(count) {
+            match run(seed, scenario, false) {
+                Ok(report) => {
+                    latencies.extend(report.failover_latencies.iter().copied());
+                    ratios.extend(report.failover_latencies.iter().map(|&l| l * 100 / report.failover_bound_ms));
+                    if !report.passed() {
+                        failures += 1;
+                        finish(&report);
+                    }
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        latencies.sort_unstable();
+        ratios.sort_unstable();
+        println!(
+            "{scenario:<16} seeds {}..{}: {failures} failed; failover detection over {} failovers: p50 {} ms, p99 {} ms, \
+             max {} ms; as % of sleep_ms+query_timeout_ms: p50 {}%, p99 {}%, max {}%",
+            args.seed,
+            args.seed.saturating_add(count),
+            latencies.len(),
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99),
+            latencies.last().copied().unwrap_or(0),
+            percentile(&ratios, 0.5),
+            percentile(&ratios, 0.99),
+            ratios.last().copied().unwrap_or(0),
+        );
+        failed |= failures > 0;
+    }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Prints a failed run's violations and replay command; true when it passed.
+fn finish(report: &Report) -> bool {
+    if report.passed() {
+        return true;
+    }
+    eprintln!("seed {} scenario {}: {} invariant violation(s)", report.seed, report.scenario, report.violations.len());
+    for v in &report.violations {
+        eprintln!("  at {} ms: {}: {}", v.at_ms, v.invariant, v.detail);
+    }
+    eprintln!("replay: {}", report.replay_command());
+    false
+}

@@ -1,0 +1,469 @@
+//! The oracle: checks DESIGN.md's invariants at every simulated step.
+//!
+//! It keeps its own reference of what pg-status has seen (every finished poll iteration, as the driver
+//! reports it) and asks the pure request handler ([`pg_status_core::http::handle`]) what a client would be
+//! told from the published snapshot. Answers are checked against that reference (decision 4's election,
+//! decision 3's lag, decision 1's failure counting) and against the cluster model's truth (failover bound,
+//! refresh of healthy hosts, connection count, calm-phase convergence).
+
+use std::sync::atomic::AtomicUsize;
+
+use pg_status_core::cluster::{Health, Snapshot};
+use pg_status_core::http::handle;
+use pg_status_core::lsn::Lsn;
+use pg_status_core::observation::{Observation, Role};
+
+use crate::model::NodeRole;
+use crate::scenario::Settings;
+
+/// One finished poll iteration, as the driver reported it.
+#[derive(Debug, Clone)]
+pub struct PollRecord {
+    /// Host index.
+    pub host: usize,
+    /// When it finished, in simulated ms.
+    pub at_ms: u64,
+    /// How long it took, in ms.
+    pub elapsed_ms: u64,
+    /// What came back: an observation, or the failure's kind and message.
+    pub result: Result<Observation, String>,
+    /// Whether the iteration ended within its deadline (a late success counts as a timeout).
+    pub in_time: bool,
+}
+
+/// An invariant that did not hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// When, in simulated ms.
+    pub at_ms: u64,
+    /// Which invariant (a short stable name).
+    pub invariant: &'static str,
+    /// What was seen.
+    pub detail: String,
+}
+
+/// What the oracle knows about one host from the poll reports.
+#[derive(Debug, Clone, Default)]
+struct HostRef {
+    /// Consecutive failed iterations.
+    fails: u32,
+    /// Some iteration ever succeeded.
+    ever_ok: bool,
+    /// The last successful observation.
+    last_ok: Option<Observation>,
+    /// When the last successful iteration ended.
+    last_ok_ms: Option<u64>,
+    /// Failed iterations in total.
+    failures: u64,
+    /// Some iteration finished.
+    finished: bool,
+}
+
+/// The truth about one node at the current step, as the runner derives it from the model and the faults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeTruth {
+    /// The node answers the sidecar promptly: up, reachable, not hung, not slow, accepting the password.
+    pub answering: bool,
+    /// Since when it has been answering without interruption (meaningful when `answering`).
+    pub answering_since_ms: u64,
+    /// Its role in the model.
+    pub role: NodeRole,
+    /// Connections its server accepted so far.
+    pub connections: u64,
+    /// Extra network delay on its link, one way, in ms.
+    pub latency_ms: u64,
+}
+
+/// The truth at the current step.
+#[derive(Debug, Clone)]
+pub struct Truth {
+    /// Per node, in host order.
+    pub nodes: Vec<NodeTruth>,
+    /// Since when the set of answering nodes and their roles has not changed.
+    pub stable_since_ms: u64,
+    /// When the calm phase started, once it has.
+    pub calm_since_ms: Option<u64>,
+}
+
+/// A failover whose detection is being timed: the truth's master changed to `to` at `since_ms`.
+#[derive(Debug, Clone, Copy)]
+struct PendingFailover {
+    to: usize,
+    since_ms: u64,
+}
+
+/// Checks invariants step by step and measures failover detection.
+#[derive(Debug)]
+pub struct Oracle {
+    names: Vec<String>,
+    settings: Settings,
+    hosts: Vec<HostRef>,
+    violations: Vec<Violation>,
+    cursor: AtomicUsize,
+    /// The answering master the truth had at the previous step.
+    true_master: Option<usize>,
+    /// The last answering master the truth had (a master change is timed from one to the next).
+    last_true_master: Option<usize>,
+    pending: Option<PendingFailover>,
+    /// Measured failover detection latencies, in ms.
+    pub failover_latencies: Vec<u64>,
+}
+
+/// The answers the oracle asks for at every snapshot, with the ones a trace shows.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Answers {
+    /// `/master`.
+    pub master: Option<String>,
+    /// Each host as the snapshot shows it: `M` master, `R` replica, `?` possibly dead, `-` dead or unknown.
+    pub hosts: String,
+}
+
+impl Oracle {
+    /// An oracle for hosts `names` under `settings`.
+    pub fn new(names: Vec<String>, settings: Settings) -> Oracle {
+        let hosts = vec![HostRef::default(); names.len()];
+        Oracle {
+            names,
+            settings,
+            hosts,
+            violations: Vec::new(),
+            cursor: AtomicUsize::new(0),
+            true_master: None,
+            last_true_master: None,
+            pending: None,
+            failover_latencies: Vec::new(),
+        }
+    }
+
+    /// The violations found so far.
+    pub fn violations(&self) -> &[Violation] {
+        &self.violations
+    }
+
+    fn violate(&mut self, at_ms: u64, invariant: &'static str, detail: String) {
+        // One report per invariant and detail is enough to replay it; the trace has the rest.
+        if self.violations.iter().any(|v| v.invariant == invariant && v.detail == detail) {
+            return;
+        }
+        self.violations.push(Violation { at_ms, invariant, detail });
+    }
+
+    /// Records an invariant broken outside the oracle's own checks (a panic, a stopped simulation).
+    pub fn external(&mut self, at_ms: u64, invariant: &'static str, detail: String) {
+        self.violate(at_ms, invariant, detail);
+    }
+
+    /// Takes one finished iteration into the reference.
+    pub fn record(&mut self, poll: &PollRecord) {
+        let Some(h) = self.hosts.get_mut(poll.host) else { return };
+        h.finished = true;
+        match (&poll.result, poll.in_time) {
+            (Ok(observation), true) => {
+                h.fails = 0;
+                h.ever_ok = true;
+                h.last_ok = Some(observation.clone());
+                h.last_ok_ms = Some(poll.at_ms);
+            }
+            _ => {
+                h.fails += 1;
+                h.failures += 1;
+                if h.fails >= self.settings.max_fails {
+                    // Once dead, the last observation is forgotten (DESIGN 1).
+                    h.last_ok = None;
+                }
+            }
+        }
+    }
+
+    fn usable(&self, i: usize) -> bool {
+        let h = &self.hosts[i];
+        h.ever_ok && h.fails < self.settings.max_fails && h.last_ok.is_some()
+    }
+
+    fn role(&self, i: usize) -> Option<Role> {
+        self.usable(i).then(|| self.hosts[i].last_ok.as_ref().map(|o| o.role)).flatten()
+    }
+
+    /// Decision 4 from the reference: the first healthy master, else the first possibly dead one.
+    fn expected_master(&self) -> Option<usize> {
+        let first = |healthy: bool| {
+            (0..self.hosts.len()).find(|&i| self.role(i) == Some(Role::Master) && (self.hosts[i].fails == 0) == healthy)
+        };
+        first(true).or_else(|| first(false))
+    }
+
+    /// Decision 3 from the reference: (lag_ms, lag_bytes, lsn) of a usable replica.
+    fn lag(&self, i: usize, master_lsn: Option<Lsn>) -> Option<(u64, u64, Option<Lsn>)> {
+        let o = self.hosts[i].last_ok.as_ref().filter(|o| o.role == Role::Replica && self.usable(i))?;
+        let replay = o.replay_lsn.unwrap_or_default();
+        let reference = master_lsn.max(o.receive_lsn).unwrap_or(replay);
+        let bytes = reference.bytes_after(replay);
+        let caught_up = master_lsn.is_some_and(|m| o.replay_lsn.is_some_and(|r| r >= m));
+        let ms = if caught_up { 0 } else { o.replay_delay_ms.unwrap_or(0) };
+        Some((ms, bytes, o.replay_lsn))
+    }
+
+    fn index(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
+    }
+
+    /// Asks the handler for `target` and returns the host it names (`None` for 404).
+    fn ask(&mut self, at_ms: u64, snapshot: &Snapshot, target: &str) -> Option<usize> {
+        let response = handle(snapshot, &self.cursor, "GET", target, None);
+        match response.status {
+            200 => {
+                let name = String::from_utf8_lossy(response.body.as_bytes()).into_owned();
+                let index = self.index(&name);
+                if index.is_none() {
+                    self.violate(at_ms, "answer names a configured host", format!("{target} -> {name:?}"));
+                }
+                index
+            }
+            404 => None,
+            status => {
+                self.violate(at_ms, "host routes answer 200 or 404 once ready", format!("{target} -> {status}"));
+                None
+            }
+        }
+    }
+
+    /// Checks everything that depends only on the published snapshot and the reference. Returns the
+    /// answers a trace shows.
+    pub fn check_snapshot(&mut self, at_ms: u64, snapshot: &Snapshot) -> Answers {
+        let s = self.settings;
+        // Decision 1: dead exactly at the max_fails-th consecutive failure, alive at the first success.
+        for i in 0..self.hosts.len() {
+            let h = &self.hosts[i];
+            let expected = if !h.finished {
+                Health::Unknown
+            } else if h.fails == 0 {
+                Health::Alive
+            } else if h.fails < s.max_fails {
+                Health::PossiblyDead
+            } else {
+                Health::Dead
+            };
+            let got = snapshot.hosts.get(i).map(|x| x.health);
+            if got != Some(expected) {
+                let detail = format!(
+                    "{}: {} consecutive failures (max_fails {}) should be {expected:?}, snapshot says {got:?}",
+                    self.names[i], h.fails, s.max_fails
+                );
+                self.violate(at_ms, "dead exactly at the max_fails-th failure, alive at the first success", detail);
+            }
+        }
+        let ready = self.hosts.iter().all(|h| h.finished);
+        if snapshot.ready != ready {
+            self.violate(
+                at_ms,
+                "ready once every host finished its first iteration",
+                format!("ready={}", snapshot.ready),
+            );
+        }
+        if !snapshot.ready {
+            return Answers::default();
+        }
+
+        // /master: decision 4 over hosts whose last successful poll said master.
+        let master = self.ask(at_ms, snapshot, "/master");
+        let expected = self.expected_master();
+        if master != expected {
+            let show = |i: Option<usize>| i.map_or("404".to_owned(), |i| self.names[i].clone());
+            let detail = format!("/master -> {}, decision 4 over the polls says {}", show(master), show(expected));
+            self.violate(at_ms, "/master names the host decision 4 elects", detail);
+        }
+        let master_lsn = expected.and_then(|m| self.hosts[m].last_ok.as_ref()).and_then(|o| o.current_lsn);
+
+        // Replica routes: every answer must satisfy its filter at the host's last poll, else be the master
+        // or 404, and healthy candidates come before possibly dead ones.
+        let min_lsn = master_lsn.unwrap_or_default();
+        let mid_lsn = Lsn(min_lsn.0.saturating_sub(s.sync_max_lag_bytes / 2));
+        let (tm, tb) = (s.sync_max_lag_ms, s.sync_max_lag_bytes);
+        type Filter = (Option<u64>, Option<u64>, bool, Option<Lsn>);
+        let routes: Vec<(String, Filter, bool)> = vec![
+            ("/replica".into(), (None, None, false, None), false),
+            (format!("/replica?lag_ms={}", tm / 2), (Some(tm / 2), None, false, None), false),
+            (format!("/replica?lag_bytes={}", tb / 2), (None, Some(tb / 2), false, None), false),
+            (format!("/replica?min_lsn={min_lsn}"), (None, None, false, Some(min_lsn)), false),
+            (format!("/replica?min_lsn={mid_lsn}&lag_ms={tm}"), (Some(tm), None, false, Some(mid_lsn)), false),
+            ("/sync_by_time".into(), (Some(tm), None, false, None), false),
+            ("/sync_by_bytes".into(), (None, Some(tb), false, None), false),
+            ("/sync_by_time_or_bytes".into(), (Some(tm), Some(tb), true, None), false),
+            ("/sync_by_time_and_bytes".into(), (Some(tm), Some(tb), false, None), false),
+            ("/most_sync_by_bytes".into(), (Some(tm), Some(tb), false, None), true),
+        ];
+        for (target, (max_ms, max_bytes, either, min), most) in routes {
+            let got = self.ask(at_ms, snapshot, &target);
+            let accepts = |(ms, bytes, lsn): (u64, u64, Option<Lsn>)| {
+                let t = max_ms.map(|m| ms <= m);
+                let b = max_bytes.map(|m| bytes <= m);
+                let lag_ok = match (t, b) {
+                    (Some(t), Some(b)) if either => t || b,
+                    (Some(t), Some(b)) => t && b,
+                    (Some(t), None) => t,
+                    (None, Some(b)) => b,
+                    (None, None) => true,
+                };
+                lag_ok && min.is_none_or(|m| lsn.is_some_and(|l| l >= m))
+            };
+            let candidates: Vec<(usize, u64, bool)> = (0..self.hosts.len())
+                .filter_map(|i| {
+                    self.lag(i, master_lsn).filter(|&l| accepts(l)).map(|l| (i, l.1, self.hosts[i].fails == 0))
+                })
+                .collect();
+            let any_healthy = candidates.iter().any(|c| c.2);
+            let tier: Vec<(usize, u64)> =
+                candidates.iter().filter(|c| c.2 == any_healthy).map(|c| (c.0, c.1)).collect();
+            let show = |i: Option<usize>| i.map_or("404".to_owned(), |i| self.names[i].clone());
+            let ok = match got {
+                Some(i) if tier.iter().any(|c| c.0 == i) => {
+                    !most || tier.iter().all(|c| c.1 >= tier.iter().find(|c| c.0 == i).map_or(0, |c| c.1))
+                }
+                other => tier.is_empty() && other == expected,
+            };
+            if !ok {
+                let detail = format!(
+                    "{target} -> {}; replicas passing at their last poll: [{}]; master {}",
+                    show(got),
+                    candidates
+                        .iter()
+                        .map(|c| format!("{}{}", self.names[c.0], if c.2 { "" } else { " (possibly dead)" }))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    show(expected)
+                );
+                self.violate(
+                    at_ms,
+                    "a filtered answer satisfied its filter at its last poll, else master or 404",
+                    detail,
+                );
+            }
+            if let Some(i) = got {
+                if !self.usable(i) {
+                    let detail = format!("{target} -> {} (dead or never seen alive)", self.names[i]);
+                    self.violate(at_ms, "no route returns a dead host or one never seen alive", detail);
+                }
+            }
+        }
+        if let Some(m) = master.filter(|&m| !self.usable(m)) {
+            let detail = format!("/master -> {} (dead or never seen alive)", self.names[m]);
+            self.violate(at_ms, "no route returns a dead host or one never seen alive", detail);
+        }
+        let hosts = snapshot
+            .hosts
+            .iter()
+            .map(|h| {
+                let state = match (h.health, h.role) {
+                    (Health::Dead | Health::Unknown, _) | (_, None) => "-",
+                    (Health::PossiblyDead, Some(Role::Master)) => "M?",
+                    (Health::PossiblyDead, Some(Role::Replica)) => "R?",
+                    (Health::Alive, Some(Role::Master)) => "M",
+                    (Health::Alive, Some(Role::Replica)) => "R",
+                };
+                format!("{}={state}", h.id.name)
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        Answers { master: master.map(|i| self.names[i].clone()), hosts }
+    }
+
+    /// Checks what depends on the truth: failover bound, refresh of answering hosts, connections per host,
+    /// calm-phase convergence. `master` is the host `/master` names at this step.
+    pub fn check_truth(&mut self, at_ms: u64, truth: &Truth, snapshot: &Snapshot, master: Option<usize>) {
+        let s = self.settings;
+        let max_latency = truth.nodes.iter().map(|n| n.latency_ms).max().unwrap_or(0);
+        // Network delay: a new connection costs about four round trips (TCP, startup, password, query).
+        let slack = 8 * (s.net_delay_ms + max_latency) + 10;
+
+        // Connections opened per host <= 1 + elapsed / conn_max_age + failures.
+        for (i, n) in truth.nodes.iter().enumerate() {
+            let bound = 1 + at_ms / s.conn_max_age_ms + self.hosts[i].failures;
+            if n.connections > bound {
+                let detail = format!(
+                    "{}: {} connections accepted after {at_ms} ms with {} failures (bound {bound})",
+                    self.names[i], n.connections, self.hosts[i].failures
+                );
+                self.violate(at_ms, "connections per host <= 1 + elapsed/conn_max_age + failures", detail);
+            }
+        }
+
+        // A hung or slow host never delays the refresh of the others: every host that answers is polled
+        // successfully every sleep_ms (plus its own round trips), once whatever it went through has settled.
+        for (i, n) in truth.nodes.iter().enumerate() {
+            if !n.answering {
+                continue;
+            }
+            let settled = n.answering_since_ms.saturating_add(s.query_timeout_ms + 2 * s.sleep_ms + 2 * slack);
+            if at_ms < settled {
+                continue;
+            }
+            let last = self.hosts[i].last_ok_ms.unwrap_or(0);
+            if at_ms > last + s.sleep_ms + slack {
+                let detail = format!(
+                    "{} answers since {} ms but its last successful poll ended at {last} ms",
+                    self.names[i], n.answering_since_ms
+                );
+                self.violate(at_ms, "a hung or slow host never delays the refresh of the others", detail);
+            }
+        }
+
+        // Failover bound: once the truth is stable, /master names the first answering master by
+        // stable_since + sleep_ms + query_timeout_ms (+ network delay).
+        let true_master = truth.nodes.iter().position(|n| n.answering && n.role == NodeRole::Master);
+        if true_master != self.true_master {
+            if let Some(m) = true_master {
+                // Start-up is not a failover: only a change from one known master to another is timed.
+                self.pending = self
+                    .last_true_master
+                    .filter(|&last| last != m && master != Some(m))
+                    .map(|_| PendingFailover { to: m, since_ms: truth.stable_since_ms });
+                self.last_true_master = Some(m);
+            }
+            self.true_master = true_master;
+        }
+        if let Some(p) = self.pending {
+            if truth.stable_since_ms != p.since_ms {
+                // The truth moved again before detection: this change cannot be timed on its own.
+                self.pending = None;
+            } else if master == Some(p.to) {
+                self.failover_latencies.push(at_ms - p.since_ms);
+                self.pending = None;
+            }
+        }
+        let deadline = truth.stable_since_ms + s.sleep_ms + s.query_timeout_ms + slack;
+        if let Some(m) = true_master {
+            if at_ms >= deadline && master != Some(m) {
+                let detail = format!(
+                    "truth stable since {} ms with {} the first answering master; /master -> {} at {at_ms} ms \
+                     (bound {deadline} ms)",
+                    truth.stable_since_ms,
+                    self.names[m],
+                    master.map_or("404".to_owned(), |i| self.names[i].clone())
+                );
+                self.violate(at_ms, "failover: /master names the new master within sleep + query_timeout", detail);
+            }
+        }
+
+        // Calm phase: everything answers; once every host had time to be polled, answers match the truth.
+        if let Some(calm) = truth.calm_since_ms {
+            let converge =
+                calm + (u64::from(s.max_fails) + 1) * (s.sleep_ms + s.query_timeout_ms) + s.sleep_ms + 2 * slack;
+            if at_ms >= converge {
+                for (i, n) in truth.nodes.iter().enumerate() {
+                    let h = &snapshot.hosts[i];
+                    let role = match n.role {
+                        NodeRole::Master => Role::Master,
+                        NodeRole::Replica => Role::Replica,
+                    };
+                    if !n.answering || h.health != Health::Alive || h.role != Some(role) {
+                        let detail = format!(
+                            "{}: truth {} (answering: {}), pg-status says {:?} {:?}",
+                            self.names[i], n.role, n.answering, h.health, h.role
+                        );
+                        self.violate(at_ms, "calm phase: answers converge to the truth", detail);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! Every named scenario over many seeds, the swarm over many more, and determinism.
+//!
+//! `SIM_SEEDS` sets how many seeds each named scenario runs (default 6; the swarm runs four times as many).
+//! A failure names the seed and prints the command that replays it.
+
+use pg_status_sim::run::run;
+
+fn seeds() -> u64 {
+    std::env::var("SIM_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(6)
+}
+
+/// Runs `scenario` for `count` seeds and fails with every broken run's violations and replay command.
+fn check(scenario: &str, count: u64) {
+    let mut failures = Vec::new();
+    for seed in 0..count {
+        let report = run(seed, scenario, false).expect("the scenario exists");
+        if !report.passed() {
+            let violations: Vec<String> = report
+                .violations
+                .iter()
+                .map(|v| format!("  at {} ms: {}: {}", v.at_ms, v.invariant, v.detail))
+                .collect();
+            failures.push(format!("seed {seed}:\n{}\n  replay: {}", violations.join("\n"), report.replay_command()));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{scenario}: {} of {count} seeds broke invariants\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+macro_rules! scenario_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                check(stringify!($name), seeds());
+            }
+        )*
+    };
+}
+
+scenario_tests!(
+    failover,
+    switchover,
+    split_brain,
+    hung_host,
+    hung_master,
+    slow_master,
+    flapping_host,
+    all_down,
+    replica_stalled,
+    replica_lagging,
+    idle_master,
+    wrong_password,
+    latency,
+);
+
+#[test]
+fn every_named_scenario_has_a_test() {
+    let here = include_str!("scenarios.rs");
+    for name in pg_status_sim::scenario::NAMED {
+        assert!(here.contains(&format!("    {name},\n")), "scenario {name} is not run by the tests");
+    }
+}
+
+#[test]
+fn swarm() {
+    check("swarm", 4 * seeds());
+}
+
+#[test]
+fn the_same_seed_replays_byte_for_byte() {
+    for (scenario, seed) in [("failover", 3), ("swarm", 11)] {
+        let a = run(seed, scenario, true).expect("the scenario exists").trace.join("\n");
+        let b = run(seed, scenario, true).expect("the scenario exists").trace.join("\n");
+        assert!(a.lines().count() > 20, "the trace shows the run:\n{a}");
+        assert!(a == b, "{scenario} seed {seed} gave two different traces");
+    }
+}
+
+#[test]
+fn different_seeds_give_different_runs() {
+    let a = run(1, "swarm", true).expect("the scenario exists").trace.join("\n");
+    let b = run(2, "swarm", true).expect("the scenario exists").trace.join("\n");
+    assert_ne!(a, b);
+}
+
+#[test]
+fn failover_is_detected_and_timed() {
+    let report = run(5, "failover", false).expect("the scenario exists");
+    assert!(report.passed(), "{:?}", report.violations);
+    assert!(!report.failover_latencies.is_empty(), "the promotion must be seen:\n{}", report.trace.join("\n"));
+}
+
+#[test]
+fn an_unknown_scenario_is_an_error() {
+    assert!(run(0, "no_such_scenario", false).is_err());
+}
