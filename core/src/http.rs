@@ -312,7 +312,8 @@ fn host_answer(snapshot: &Snapshot, host: Option<usize>, json: bool) -> Response
 
 /// ASCII digits only, fitting in u64.
 fn parse_u64(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 20 || !value.iter().all(u8::is_ascii_digit) {
+    // No length limit: leading zeros keep a long value within u64, and checked arithmetic catches overflow.
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }
     value.iter().try_fold(0u64, |acc, &d| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')))

@@ -139,6 +139,7 @@ fn invalid_parameters_are_400_with_json_whatever_the_accept_header() {
         assert_eq!(get(&snap, target, J), (400, JSON, expected), "{target}");
     }
     assert_eq!(get(&snap, "/replica?lag_ms=18446744073709551615", None).0, 200, "u64::MAX is valid");
+    assert_eq!(get(&snap, "/replica?lag_ms=000000000000000000000001", None).0, 200, "leading zeros are fine");
 }
 
 #[test]
