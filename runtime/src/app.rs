@@ -68,10 +68,12 @@ pub(crate) fn run() -> i32 {
 
     let (stop_poller, poller_stopped) = async_channel::bounded::<()>(1);
     let (published_tx, published_rx) = mpsc::sync_channel(1);
+    // The poller starts polling only after the start-up line is out, so that line is always the first.
+    let (go, wait_for_go) = mpsc::sync_channel::<()>(1);
     let poller_config = config.clone();
     let poller = thread::Builder::new()
         .name("pg-status-poller".to_owned())
-        .spawn(move || poll(&poller_config, logger, poller_stopped, published_tx));
+        .spawn(move || poll(&poller_config, logger, poller_stopped, published_tx, wait_for_go));
     let poller = match poller {
         Ok(handle) => handle,
         Err(e) => {
@@ -101,6 +103,7 @@ pub(crate) fn run() -> i32 {
         if names.len() == 1 { "host" } else { "hosts" },
         names.join(", "),
     ));
+    let _ = go.send(());
 
     let signals_seen = Cell::new(0u32);
     let signalled = Event::new();
@@ -149,11 +152,13 @@ fn poll(
     logger: Logger,
     stop: async_channel::Receiver<()>,
     published: mpsc::SyncSender<Arc<Published>>,
+    go: mpsc::Receiver<()>,
 ) {
     let executor = Rc::new(LocalExecutor::new());
     let runtime = SmolRuntime::new(&executor);
     let driver = Driver::new(runtime, config, logger);
-    if published.send(driver.published()).is_err() {
+    // Either message fails only when the main thread gave up starting: then there is nothing to poll for.
+    if published.send(driver.published()).is_err() || go.recv().is_err() {
         return;
     }
     async_io::block_on(executor.run(async {
