@@ -12,7 +12,7 @@ pub struct Rng {
 impl Rng {
     /// A generator for `seed`.
     pub fn new(seed: u64) -> Rng {
-        Rng { state: seed ^ 0x5EED_0F_C1A5_7E12 }
+        Rng { state: seed ^ 0x005E_ED0F_C1A5_7E12 }
     }
 
     /// The next 64 random bits.
