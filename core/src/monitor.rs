@@ -325,12 +325,12 @@ impl Monitor {
         self.hosts.iter().filter_map(|h| h.next_poll.or(h.in_flight.map(|(_, deadline)| deadline))).min()
     }
 
-    /// Advances time: an iteration still in flight past its deadline counts as a timeout, so a runtime that
+    /// Advances time: an iteration still in flight at its deadline counts as a timeout, so a runtime that
     /// lost track of one can never stall a host. Due polls are then returned by `poll_action`.
     pub fn handle_timeout(&mut self, now: Instant) {
         for index in 0..self.hosts.len() {
             if let Some((iteration, deadline)) = self.hosts[index].in_flight {
-                if now > deadline {
+                if now >= deadline {
                     self.handle_poll_result(PollId { host: index, iteration }, Err(PollError::timeout()), now);
                 }
             }
@@ -338,7 +338,7 @@ impl Monitor {
     }
 
     /// Records how an iteration ended. Results of iterations that are no longer in flight are ignored; a
-    /// success reported after the deadline counts as a timeout.
+    /// success reported at or after the deadline counts as a timeout.
     pub fn handle_poll_result(&mut self, id: PollId, result: Result<Observation, PollError>, now: Instant) {
         let Some(host) = self.hosts.get_mut(id.host) else { return };
         let Some((iteration, deadline)) = host.in_flight else { return };
@@ -349,7 +349,7 @@ impl Monitor {
         host.next_poll = Some(if std::mem::take(&mut host.refresh) { now } else { now + self.sleep });
         host.finished_first = true;
         let result = match result {
-            Ok(_) if now > deadline => Err(PollError::timeout()),
+            Ok(_) if now >= deadline => Err(PollError::timeout()),
             other => other,
         };
         host.stats.record(now.saturating_duration_since(host.started), result.as_ref().err().map(|e| e.kind));
@@ -404,7 +404,7 @@ impl Monitor {
         }
         let became_ready = !self.ready && self.hosts.iter().all(|h| h.finished_first);
         self.ready |= became_ready;
-        self.refresh_view(id.host);
+        self.refresh_view(id.host, became_ready);
         if became_ready {
             self.events.push_back(Event::Ready);
         }
@@ -485,12 +485,20 @@ impl Monitor {
 
     /// Updates the snapshot after host `changed` finished an iteration and announces the sync and
     /// split-brain changes it shows.
-    fn refresh_view(&mut self, changed: usize) {
+    fn refresh_view(&mut self, changed: usize, became_ready: bool) {
         let inputs: Vec<HostInput<'_>> =
             self.hosts.iter().map(|h| HostInput { id: &h.id, health: h.health, last: h.last.as_ref() }).collect();
         let all = self.current.update(self.ready, &inputs, changed);
         let snapshot = &self.current;
-        let range = if all { 0..self.hosts.len() } else { changed..changed + 1 };
+        // Sync state is announced from readiness on: before it, a replica polled ahead of the master would
+        // be judged without the master's WAL position and announced out of sync for a moment.
+        let range = if !self.ready {
+            0..0
+        } else if all || became_ready {
+            0..self.hosts.len()
+        } else {
+            changed..changed + 1
+        };
         for (h, status) in self.hosts[range.clone()].iter_mut().zip(&snapshot.hosts[range]) {
             if status.role != Some(Role::Replica) || h.health == Health::Dead {
                 continue;
