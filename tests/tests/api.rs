@@ -117,6 +117,7 @@ fn routes_formats_parameters_and_errors() {
         p.wait_for_host(h, STARTUP, |e| e["lag_bytes"] == 0 && e["lag_ms"] == 0 && e["alive"] == true)
             .expect("replica in sync");
     }
+    common::settle(&p, "/master", &mh);
     let mut c = Checks::new();
 
     // /master in both formats.
@@ -331,6 +332,9 @@ fn routes_formats_parameters_and_errors() {
     let hosts = [(r1h.clone(), r1.port()), (r2h.clone(), r2.port()), (dead_ip.to_string(), dead_port)];
     let q = start_ready(common::builder().hosts(&hosts));
     q.wait_for_host(&dead_ip.to_string(), STARTUP, |e| e["alive"] == false).expect("dead host");
+    for h in [&r1h, &r2h] {
+        q.wait_for_host(h, STARTUP, |e| e["alive"] == true && e["lsn"].is_string()).expect("replica polled");
+    }
     plain(&mut c, &q, "/master", 404, "");
     json_is(&mut c, &q, "/master", JSON, 404, json!({ "host": null }));
     for route in REPLICA_ROUTES {
@@ -367,8 +371,8 @@ fn routes_formats_parameters_and_errors() {
     let s = start_ready(
         common::builder().env("pg_status__hosts", format!(" {m_entry} , {r1_entry}")).without("pg_status__pg_port"),
     );
-    plain(&mut c, &s, "/master", 200, &m_entry);
-    plain(&mut c, &s, "/replica", 200, &r1_entry);
+    common::settle(&s, "/master", &m_entry);
+    common::settle(&s, "/replica", &r1_entry);
     let names: Vec<Value> = s.hosts().expect("hosts").iter().map(|h| h["host"].clone()).collect();
     c.eq("host:port names in /hosts", names, vec![json!(m_entry), json!(r1_entry)]);
 

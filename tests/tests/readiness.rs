@@ -75,7 +75,7 @@ fn not_ready_until_every_host_finished_its_first_poll() {
     });
     let r = p.get("/ready").expect("ready");
     c.eq("/ready body", r.text(), "OK".to_owned());
-    c.eq("/master when ready", common::plain_200(&p, "/master"), m.host());
+    common::settle(&p, "/master", &m.host());
 
     // Never turns back to not ready, even with every host gone.
     m.kill().expect("kill");

@@ -51,6 +51,12 @@ pub fn start_ready(builder: PgStatusBuilder) -> PgStatus {
     p
 }
 
+/// Waits (up to [`STARTUP`]) until plain `GET path` answers 200 with `body`: right after start-up a host's
+/// first poll may have failed on a loaded machine, so tests settle instead of asserting at once.
+pub fn settle(p: &PgStatus, path: &str, body: &str) {
+    p.wait_for_body(path, body, STARTUP).unwrap_or_else(|e| panic!("{e}\n{}", p.output_dump()));
+}
+
 /// Plain-text body of `GET path`, asserting status 200.
 pub fn plain_200(p: &PgStatus, path: &str) -> String {
     let r = p.get(path).unwrap_or_else(|e| panic!("GET {path}: {e}"));
