@@ -72,6 +72,8 @@ pub struct NodeTruth {
     pub connections: u64,
     /// Extra network delay on its link, one way, in ms.
     pub latency_ms: u64,
+    /// Its timeline in the model.
+    pub timeline: u32,
 }
 
 /// The truth at the current step.
@@ -184,12 +186,27 @@ impl Oracle {
         self.usable(i).then(|| self.hosts[i].last_ok.as_ref().map(|o| o.role)).flatten()
     }
 
-    /// Decision 4 from the reference: the first healthy master, else the first possibly dead one.
+    /// Decision 4 from the reference: the first healthy master, else the first possibly dead one (with
+    /// `pg_status__split_brain=timeline`, the one on the highest timeline among them, first on ties).
     fn expected_master(&self) -> Option<usize> {
-        let first = |healthy: bool| {
-            (0..self.hosts.len()).find(|&i| self.role(i) == Some(Role::Master) && (self.hosts[i].fails == 0) == healthy)
+        let timeline = |i: usize| self.hosts[i].last_ok.as_ref().and_then(|o| o.timeline);
+        let pick = |healthy: bool| {
+            let mut best: Option<usize> = None;
+            for i in 0..self.hosts.len() {
+                if self.role(i) != Some(Role::Master) || (self.hosts[i].fails == 0) != healthy {
+                    continue;
+                }
+                let better = match best {
+                    None => true,
+                    Some(b) => self.settings.timeline_policy && timeline(i) > timeline(b),
+                };
+                if better {
+                    best = Some(i);
+                }
+            }
+            best
         };
-        first(true).or_else(|| first(false))
+        pick(true).or_else(|| pick(false))
     }
 
     /// Decision 3 from the reference: (lag_ms, lag_bytes, lsn) of a usable replica.
@@ -372,8 +389,9 @@ impl Oracle {
     pub fn check_truth(&mut self, at_ms: u64, truth: &Truth, snapshot: &Snapshot, master: Option<usize>) {
         let s = self.settings;
         let max_latency = truth.nodes.iter().map(|n| n.latency_ms).max().unwrap_or(0);
-        // Network delay: a new connection costs about four round trips (TCP, startup, password, query).
-        let slack = 8 * (s.net_delay_ms + max_latency) + 10;
+        // Network delay: a new connection costs about four round trips (TCP, startup, password, query), and
+        // turmoil delivers messages at step boundaries (up to one more step each).
+        let slack = 8 * (s.net_delay_ms + max_latency + crate::run::TICK_MS) + 10;
 
         // Connections opened per host <= 1 + elapsed / conn_max_age + failures.
         for (i, n) in truth.nodes.iter().enumerate() {
@@ -409,7 +427,14 @@ impl Oracle {
 
         // Failover bound: once the truth is stable, /master names the first answering master by
         // stable_since + sleep_ms + query_timeout_ms (+ network delay).
-        let true_master = truth.nodes.iter().position(|n| n.answering && n.role == NodeRole::Master);
+        let answering_masters =
+            truth.nodes.iter().enumerate().filter(|(_, n)| n.answering && n.role == NodeRole::Master);
+        let true_master = if s.timeline_policy {
+            // Highest timeline, first on ties: `max_by_key` keeps the last maximum, so reverse the index.
+            answering_masters.max_by_key(|(i, n)| (n.timeline, std::cmp::Reverse(*i))).map(|(i, _)| i)
+        } else {
+            answering_masters.map(|(i, _)| i).next()
+        };
         if true_master != self.true_master {
             if let Some(m) = true_master {
                 // Start-up is not a failover: only a change from one known master to another is timed.
@@ -488,6 +513,7 @@ mod tests {
             sync_max_lag_ms: 1000,
             sync_max_lag_bytes: 1000,
             net_delay_ms: 1,
+            timeline_policy: false,
         }
     }
 

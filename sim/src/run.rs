@@ -23,7 +23,7 @@ use crate::scenario::{self, Action, ScenarioError, Script};
 /// Simulated time per turmoil step. Timers fire at their exact instant within a step; only message delivery
 /// is rounded to steps. Two milliseconds halve the cost of a run against one, at no loss for timeouts of
 /// hundreds of milliseconds.
-const TICK_MS: u64 = 2;
+pub const TICK_MS: u64 = 2;
 /// The turmoil name of the sidecar.
 const SIDECAR: &str = "sidecar";
 /// The password a changed node accepts instead of the sidecar's.
@@ -286,7 +286,7 @@ impl World<'_> {
                     && self.links[i] == Link::Healthy
                     && n.slow_reply_ms == 0
                     && n.password == PASSWORD
-                    && self.latency[i] * 10 < timeout_ms;
+                    && self.latency[i] * 20 <= timeout_ms;
                 if !answering {
                     answering_since[i] = u64::MAX;
                 } else if answering_since[i] == u64::MAX || self.touched[i] > answering_since[i] {
@@ -298,6 +298,7 @@ impl World<'_> {
                     role: n.role,
                     connections: n.connections,
                     latency_ms: self.latency[i],
+                    timeline: n.timeline,
                 }
             })
             .collect()
@@ -317,6 +318,7 @@ fn config(script: &Script, names: &[String]) -> Result<Config, ConfigError> {
         ("pg_status__conn_max_age_ms", s.conn_max_age_ms.to_string()),
         ("pg_status__sync_max_lag_ms", s.sync_max_lag_ms.to_string()),
         ("pg_status__sync_max_lag_bytes", s.sync_max_lag_bytes.to_string()),
+        ("pg_status__split_brain", if s.timeline_policy { "timeline" } else { "host_order" }.to_owned()),
         ("PGSSLMODE", "disable".to_owned()),
     ];
     Config::from_vars(vars)

@@ -92,21 +92,24 @@ pub struct Settings {
     pub sync_max_lag_bytes: u64,
     /// Upper bound of the normal one-way network delay, in ms.
     pub net_delay_ms: u64,
+    /// `pg_status__split_brain=timeline` instead of host order.
+    pub timeline_policy: bool,
 }
 
 impl Settings {
     /// Settings drawn from the seed, within ranges where a run stays short.
     pub fn draw(rng: &mut Rng, nodes: usize) -> Settings {
-        let query_timeout_ms = rng.range(150, 400);
+        let query_timeout_ms = rng.range(120, 400);
         Settings {
             nodes,
-            sleep_ms: rng.range(50, 300),
+            sleep_ms: rng.range(20, 300),
             query_timeout_ms,
-            max_fails: u32::try_from(rng.range(1, 4)).unwrap_or(3),
+            max_fails: u32::try_from(rng.range(1, 5)).unwrap_or(3),
             conn_max_age_ms: rng.range(500, 5_000),
             sync_max_lag_ms: rng.range(100, 2_000),
             sync_max_lag_bytes: rng.range(10_000, 2_000_000),
             net_delay_ms: rng.range(1, 4),
+            timeline_policy: rng.chance(0.3),
         }
     }
 }
@@ -248,7 +251,7 @@ pub fn build(name: &str, seed: u64) -> Result<Script, ScenarioError> {
         "latency" => {
             let victim = if rng.chance(0.5) { master } else { replica };
             // Either well within the deadline (a slow network) or far beyond it (effectively a hang).
-            let ms = if rng.chance(0.5) { settings.query_timeout_ms / 12 } else { settings.query_timeout_ms * 2 };
+            let ms = if rng.chance(0.5) { settings.query_timeout_ms / 20 } else { settings.query_timeout_ms * 2 };
             a.push((t0, Action::Latency(victim, ms.max(1))));
             a.push((t0 + hold, Action::Latency(victim, 0)));
         }
@@ -305,10 +308,20 @@ fn swarm(rng: &mut Rng) -> Script {
             Some(3) => pair(Action::Partition(node), Action::Repair(node)),
             Some(4) => pair(Action::Hold(node), Action::Release(node)),
             Some(5) => {
-                let ms = if rng.chance(0.5) { settings.query_timeout_ms / 12 } else { settings.query_timeout_ms * 2 };
+                let ms = if rng.chance(0.5) { settings.query_timeout_ms / 20 } else { settings.query_timeout_ms * 2 };
                 pair(Action::Latency(node, ms.max(1)), Action::Latency(node, 0));
             }
-            Some(6) => pair(Action::SlowReply(node, settings.query_timeout_ms + 50), Action::SlowReply(node, 0)),
+            Some(6) => {
+                // Around the deadline too: a reply a few ms before, at, or after it must count as it should.
+                let t = settings.query_timeout_ms;
+                let ms = match rng.range(0, 3) {
+                    0 => t + 50,
+                    1 => t.saturating_sub(rng.range(0, 5)),
+                    2 => t + rng.range(0, 5),
+                    _ => t / 2,
+                };
+                pair(Action::SlowReply(node, ms), Action::SlowReply(node, 0))
+            }
             Some(7) => pair(Action::PauseReplay(node, true), Action::PauseReplay(node, false)),
             Some(8) => pair(Action::Stall(node, true), Action::Stall(node, false)),
             Some(9) => pair(Action::WrongPassword(node, true), Action::WrongPassword(node, false)),
@@ -329,7 +342,7 @@ impl fmt::Display for Settings {
         write!(
             f,
             "{} nodes, sleep_ms={} query_timeout_ms={} max_fails={} conn_max_age_ms={} sync_max_lag_ms={} \
-             sync_max_lag_bytes={} network delay <= {} ms",
+             sync_max_lag_bytes={} split_brain={} network delay <= {} ms",
             self.nodes,
             self.sleep_ms,
             self.query_timeout_ms,
@@ -337,6 +350,7 @@ impl fmt::Display for Settings {
             self.conn_max_age_ms,
             self.sync_max_lag_ms,
             self.sync_max_lag_bytes,
+            if self.timeline_policy { "timeline" } else { "host_order" },
             self.net_delay_ms
         )
     }
