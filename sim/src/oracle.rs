@@ -632,8 +632,14 @@ mod tests {
     #[test]
     fn stale_refresh_too_many_connections_and_a_missed_failover_are_caught() {
         let (mut oracle, snapshot) = feed(2, &[(0, Ok(master(100))), (1, Ok(replica(100)))]);
-        let node =
-            |role, connections| NodeTruth { answering: true, answering_since_ms: 0, role, connections, latency_ms: 0 };
+        let node = |role, connections| NodeTruth {
+            answering: true,
+            answering_since_ms: 0,
+            role,
+            connections,
+            latency_ms: 0,
+            timeline: 1,
+        };
         // db2 is the only answering master since 0 ms, yet /master names db1; db1 opened 50 connections;
         // neither host was polled since 0 ms.
         let truth = Truth {
