@@ -366,6 +366,7 @@ impl Oracle {
             let detail = format!("/master -> {} (dead or never seen alive)", self.names[m]);
             self.violate(at_ms, "no route returns a dead host or one never seen alive", detail);
         }
+        self.check_hosts_document(at_ms, snapshot);
         let hosts = snapshot
             .hosts
             .iter()
@@ -382,6 +383,34 @@ impl Oracle {
             .collect::<Vec<_>>()
             .join(" ");
         Answers { master: master.map(|i| self.names[i].clone()), hosts }
+    }
+
+    /// `/hosts` must show each host as the reference sees it: alive, master flag and LSN of its last
+    /// successful poll while not dead, nulls once dead.
+    fn check_hosts_document(&mut self, at_ms: u64, snapshot: &Snapshot) {
+        let response = handle(snapshot, &self.cursor, "GET", "/hosts", None);
+        let body = String::from_utf8_lossy(response.body.as_bytes()).into_owned();
+        for i in 0..self.hosts.len() {
+            let key = format!("{{\"host\": \"{}\"", self.names[i]);
+            let Some(object) = body.find(&key).map(|at| &body[at..]).and_then(|o| o.split('}').next()) else {
+                self.violate(at_ms, "/hosts lists every host", format!("{} missing from {body}", self.names[i]));
+                continue;
+            };
+            let usable = self.usable(i);
+            let lsn = self.hosts[i].last_ok.as_ref().and_then(Observation::lsn).filter(|_| usable);
+            let expected = [
+                format!("\"master\": {}", self.role(i) == Some(Role::Master)),
+                format!("\"alive\": {usable}"),
+                match lsn {
+                    Some(l) => format!("\"lsn\": \"{l}\""),
+                    None => "\"lsn\": null".to_owned(),
+                },
+            ];
+            if let Some(missing) = expected.iter().find(|e| !object.contains(e.as_str())) {
+                let detail = format!("{}: expected {missing} in {object}}}", self.names[i]);
+                self.violate(at_ms, "/hosts shows each host as its last polls did", detail);
+            }
+        }
     }
 
     /// Checks what depends on the truth: failover bound, refresh of answering hosts, connections per host,
@@ -627,6 +656,15 @@ mod tests {
             names.contains(&"a filtered answer satisfied its filter at its last poll, else master or 404"),
             "{names:?}"
         );
+    }
+
+    #[test]
+    fn a_hosts_document_disagreeing_with_the_polls_is_caught() {
+        let (mut oracle, mut snapshot) = feed(2, &[(0, Ok(master(10_000))), (1, Ok(replica(100)))]);
+        snapshot.hosts[1].lsn = Some(Lsn(1));
+        oracle.check_snapshot(10, &snapshot);
+        let names: Vec<&str> = oracle.violations().iter().map(|v| v.invariant).collect();
+        assert!(names.contains(&"/hosts shows each host as its last polls did"), "{names:?}");
     }
 
     #[test]
