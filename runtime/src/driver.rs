@@ -72,13 +72,7 @@ pub struct Driver<R: Runtime, L: EventLog> {
     /// Closed at shutdown; every poll task watches it and gives up at once.
     stop_tx: async_channel::Sender<()>,
     stop_rx: async_channel::Receiver<()>,
-    /// The `now` of the last `handle_timeout`, to tell a timer that is due from one that was just handled.
-    last_timeout: Option<Instant>,
 }
-
-/// How long the driver waits before asking again when the core's next timeout is the instant it just handled
-/// (a deadline counts as passed only strictly after it).
-const TIMER_STEP: Duration = Duration::from_millis(1);
 
 impl<R: Runtime, L: EventLog> Driver<R, L> {
     /// A driver for the configured hosts; every host is due for its first poll now.
@@ -103,7 +97,7 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
         let (published, refresh) = Published::new(monitor.snapshot());
         let (done_tx, done_rx) = async_channel::unbounded();
         let (stop_tx, stop_rx) = async_channel::bounded(1);
-        Driver { rt, monitor, hosts, published, refresh, log, done_tx, done_rx, stop_tx, stop_rx, last_timeout: None }
+        Driver { rt, monitor, hosts, published, refresh, log, done_tx, done_rx, stop_tx, stop_rx }
     }
 
     /// Where snapshots are published, for request handlers: they load it and never lock.
@@ -119,7 +113,9 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
         let mut shutdown = pin!(shutdown);
         loop {
             self.drain();
-            let timer: LocalBoxFuture<()> = match self.next_wake() {
+            // The monitor expires an iteration at its deadline (`now >= deadline`), so a timer that fires at
+            // the instant the monitor asked for always makes progress.
+            let timer: LocalBoxFuture<()> = match self.monitor.poll_timeout() {
                 Some(at) => self.rt.sleep_until(at),
                 None => Box::pin(future::pending()),
             };
@@ -149,11 +145,7 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
             let wake = future::or(stop, future::or(done, future::or(timer, refresh))).await;
             match wake {
                 Wake::Done(completion) => self.complete(*completion),
-                Wake::Timer => {
-                    let now = self.rt.now();
-                    self.last_timeout = Some(now);
-                    self.monitor.handle_timeout(now);
-                }
+                Wake::Timer => self.monitor.handle_timeout(self.rt.now()),
                 Wake::Refresh => self.monitor.request_refresh(self.rt.now()),
                 Wake::Stop => break,
             }
@@ -164,17 +156,6 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
         }
         while let Ok(completion) = self.done_rx.try_recv() {
             drop(completion.session);
-        }
-    }
-
-    /// When to call `handle_timeout` next.
-    fn next_wake(&self) -> Option<Instant> {
-        let at = self.monitor.poll_timeout()?;
-        match self.last_timeout {
-            // The monitor expires a deadline only once `now` is past it: after handling `now == deadline`,
-            // ask again a moment later instead of spinning on a timer that is already due.
-            Some(last) if at <= last => Some(last + TIMER_STEP),
-            _ => Some(at),
         }
     }
 
