@@ -64,6 +64,9 @@ struct HostRef {
 pub struct NodeTruth {
     /// The node answers the sidecar promptly: up, reachable, not hung, not slow, accepting the password.
     pub answering: bool,
+    /// Whether `answering` is a claim: false for a node slow enough that an iteration may or may not end in
+    /// time (its checks are skipped, and no failover bound is claimed while one exists).
+    pub certain: bool,
     /// Since when it has been answering without interruption (meaningful when `answering`).
     pub answering_since_ms: u64,
     /// Its role in the model.
@@ -464,6 +467,9 @@ impl Oracle {
         } else {
             answering_masters.map(|(i, _)| i).next()
         };
+        // While a node's fate is uncertain there is no claim about who the master must be.
+        let certain = truth.nodes.iter().all(|n| n.certain);
+        let true_master = true_master.filter(|_| certain);
         if true_master != self.true_master {
             if let Some(m) = true_master {
                 // Start-up is not a failover: only a change from one known master to another is timed.
@@ -488,8 +494,8 @@ impl Oracle {
         if let Some(m) = true_master {
             if at_ms >= deadline && master != Some(m) {
                 let detail = format!(
-                    "truth stable since {} ms with {} the first answering master; /master -> {} at {at_ms} ms \
-                     (bound {deadline} ms)",
+                    "truth stable since {} ms with {} the first answering master; /master -> {} \
+                     after the bound ({deadline} ms)",
                     truth.stable_since_ms,
                     self.names[m],
                     master.map_or("404".to_owned(), |i| self.names[i].clone())
@@ -672,6 +678,7 @@ mod tests {
         let (mut oracle, snapshot) = feed(2, &[(0, Ok(master(100))), (1, Ok(replica(100)))]);
         let node = |role, connections| NodeTruth {
             answering: true,
+            certain: true,
             answering_since_ms: 0,
             role,
             connections,

@@ -287,6 +287,15 @@ impl World<'_> {
                     && n.slow_reply_ms == 0
                     && n.password == PASSWORD
                     && self.latency[i] * 20 <= timeout_ms;
+                // A reply or a link slower than normal but not beyond the deadline may or may not make an
+                // iteration fail (a new connection costs more round trips than a reused one): no claim is
+                // made about such a node either way.
+                let certain = answering
+                    || !n.up
+                    || self.links[i] != Link::Healthy
+                    || n.password != PASSWORD
+                    || n.slow_reply_ms >= timeout_ms
+                    || self.latency[i] >= timeout_ms;
                 if !answering {
                     answering_since[i] = u64::MAX;
                 } else if answering_since[i] == u64::MAX || self.touched[i] > answering_since[i] {
@@ -294,6 +303,7 @@ impl World<'_> {
                 }
                 NodeTruth {
                     answering,
+                    certain,
                     answering_since_ms: answering_since[i],
                     role: n.role,
                     connections: n.connections,
@@ -401,7 +411,7 @@ pub fn run(seed: u64, name: &str, verbose: bool) -> Result<Report, RunError> {
     let mut next_action = 0;
     let mut calm_since = None;
     let mut answering_since = vec![0u64; n];
-    let mut truth_key: Vec<(bool, NodeRole)> = Vec::new();
+    let mut truth_key: Vec<(bool, bool, NodeRole)> = Vec::new();
     let mut stable_since = 0;
     let mut last_snapshot: Option<Arc<Snapshot>> = None;
     let mut answers = Answers::default();
@@ -498,7 +508,7 @@ pub fn run(seed: u64, name: &str, verbose: bool) -> Result<Report, RunError> {
         }
 
         let nodes = world.truth(now, &mut answering_since, s.query_timeout_ms);
-        let key: Vec<(bool, NodeRole)> = nodes.iter().map(|t| (t.answering, t.role)).collect();
+        let key: Vec<(bool, bool, NodeRole)> = nodes.iter().map(|t| (t.answering, t.certain, t.role)).collect();
         if key != truth_key {
             truth_key = key;
             stable_since = now;
