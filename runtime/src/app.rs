@@ -183,7 +183,7 @@ fn http_limits(config: &Config) -> Limits {
 }
 
 /// Reads the configuration from the environment; the error is the one line to print.
-fn read_config() -> Result<Config, String> {
+pub(crate) fn read_config() -> Result<Config, String> {
     let mut vars = Vec::new();
     for (name, value) in std::env::vars_os() {
         let (Some(name), value) = (name.to_str(), value.to_str()) else { continue };

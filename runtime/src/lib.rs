@@ -8,6 +8,7 @@
 
 mod app;
 pub mod driver;
+pub mod healthcheck;
 pub mod http;
 pub mod limits;
 pub mod listen;
@@ -20,6 +21,20 @@ pub mod signals;
 
 /// Runs the pg-status program: reads the configuration from the environment, polls the hosts, serves HTTP
 /// until SIGTERM or SIGINT, and exits (0 after a clean shutdown, 2 for a configuration error).
+///
+/// `pg-status healthcheck` instead asks the server this environment describes for `/live` and exits 0 when
+/// it answered `200`, else 1 (see [`healthcheck`]). Any other argument is refused with exit status 2.
 pub fn main() -> ! {
-    std::process::exit(app::run())
+    let mut args = std::env::args_os().skip(1);
+    let status = match (args.next(), args.next()) {
+        (None, _) => app::run(),
+        (Some(command), None) if command == "healthcheck" => healthcheck::run(),
+        (Some(command), _) => {
+            log::err(format_args!(
+                "unknown arguments starting with {command:?}: pg-status takes no arguments except `healthcheck`"
+            ));
+            2
+        }
+    };
+    std::process::exit(status)
 }
