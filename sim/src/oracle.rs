@@ -57,6 +57,8 @@ struct HostRef {
     failures: u64,
     /// Some iteration finished.
     finished: bool,
+    /// The last state transition pg-status logged for the host (`dead`, `possible dead`, `master`, ...).
+    announced: Option<String>,
 }
 
 /// The truth about one node at the current step, as the runner derives it from the model and the faults.
@@ -156,6 +158,18 @@ impl Oracle {
     /// Records an invariant broken outside the oracle's own checks (a panic, a stopped simulation).
     pub fn external(&mut self, at_ms: u64, invariant: &'static str, detail: String) {
         self.violate(at_ms, invariant, detail);
+    }
+
+    /// Takes one line pg-status logged; state transitions (`<host>: dead`, `possible dead`, `master`,
+    /// `replica`) are remembered per host.
+    pub fn logged(&mut self, line: &str) {
+        let Some((host, what)) = line.split_once(": ") else { return };
+        if !matches!(what, "dead" | "possible dead" | "master" | "replica") {
+            return;
+        }
+        if let Some(i) = self.index(host) {
+            self.hosts[i].announced = Some(what.to_owned());
+        }
     }
 
     /// Takes one finished iteration into the reference.
@@ -270,6 +284,28 @@ impl Oracle {
                     self.names[i], h.fails, s.max_fails
                 );
                 self.violate(at_ms, "dead exactly at the max_fails-th failure, alive at the first success", detail);
+            }
+        }
+        // DESIGN 11: each transition is logged when it happens, so the last one logged is the current state.
+        for i in 0..self.hosts.len() {
+            let h = &self.hosts[i];
+            let expected = if !h.finished {
+                None
+            } else if h.fails >= s.max_fails {
+                Some("dead")
+            } else if h.fails > 0 {
+                Some("possible dead")
+            } else {
+                self.role(i).map(|r| if r == Role::Master { "master" } else { "replica" })
+            };
+            if h.announced.as_deref() != expected {
+                let detail = format!(
+                    "{}: last logged {:?}, its polls say {:?}",
+                    self.names[i],
+                    h.announced.as_deref().unwrap_or("nothing"),
+                    expected.unwrap_or("nothing")
+                );
+                self.violate(at_ms, "each host transition is logged when it happens", detail);
             }
         }
         let ready = self.hosts.iter().all(|h| h.finished);
@@ -614,6 +650,9 @@ mod tests {
             monitor.handle_poll_result(id, result.clone(), now);
             let result = result.clone().map_err(|e| e.message);
             oracle.record(&PollRecord { host: *host, at_ms: 0, elapsed_ms: 1, result, in_time: true });
+            while let Some(event) = monitor.poll_event() {
+                oracle.logged(&event.to_string());
+            }
         }
         (oracle, monitor.snapshot())
     }

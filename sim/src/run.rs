@@ -488,6 +488,7 @@ pub fn run(seed: u64, name: &str, verbose: bool) -> Result<Report, RunError> {
             }
         }
         for (at, e) in &events {
+            oracle.logged(e);
             line(&mut trace, *at, "pg-status", e);
         }
         let Some(snapshots) = snapshots else { continue };
