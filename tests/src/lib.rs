@@ -13,6 +13,7 @@ pub mod net;
 pub mod pg;
 pub mod proxy;
 pub mod runner;
+pub mod tls;
 pub mod wait;
 
 pub use error::{Error, Result};

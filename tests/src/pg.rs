@@ -180,6 +180,8 @@ impl ClusterOptions {
 /// port. Dropping the cluster stops every server (`pg_ctl stop -m immediate`) and deletes the data.
 pub struct Cluster {
     nodes: Vec<Node>,
+    /// Stops the servers and deletes the directory if this process dies without dropping the cluster.
+    watcher: Option<std::process::Child>,
     // Dropped after the nodes (fields drop in declaration order), so the servers stop before their files go.
     _dir: tempfile::TempDir,
 }
@@ -194,8 +196,9 @@ impl Cluster {
             .context(|| "creating the cluster's temporary directory".into())?;
         bins.give(dir.path())?;
         let bins = Arc::new(bins.clone());
-        let mut cluster = Cluster { nodes: Vec::new(), _dir: dir };
-        let root = cluster._dir.path().to_owned();
+        let root = dir.path().to_owned();
+        let watcher = spawn_watcher(&bins, &root)?;
+        let mut cluster = Cluster { nodes: Vec::new(), watcher: Some(watcher), _dir: dir };
 
         let primary = Node::new(&bins, &root, 0, &options.password)?;
         primary.initdb()?;
@@ -267,7 +270,43 @@ impl Drop for Cluster {
             node.drop_client();
             let _ = node.stop_mode("immediate");
         }
+        if let Some(mut watcher) = self.watcher.take() {
+            let _ = watcher.kill();
+            let _ = watcher.wait();
+        }
     }
+}
+
+/// Starts a detached shell that waits for this test process to end and then stops every server under `root`
+/// and deletes it: a test process killed by a timeout or a signal never runs `Drop`, and its servers must not
+/// outlive it. `Drop` kills the watcher after a normal stop.
+fn spawn_watcher(bins: &PgBinaries, root: &Path) -> Result<std::process::Child> {
+    const SCRIPT: &str = r#"
+        while kill -0 "$WATCH_PID" 2>/dev/null; do sleep 1; done
+        for d in "$WATCH_ROOT"/node*; do
+            if [ -f "$d/postmaster.pid" ]; then
+                if [ -n "$WATCH_USER" ]; then
+                    runuser -u "$WATCH_USER" -- "$WATCH_PG_CTL" -D "$d" -m immediate -w -t 30 stop
+                else
+                    "$WATCH_PG_CTL" -D "$d" -m immediate -w -t 30 stop
+                fi
+            fi
+        done
+        rm -rf "$WATCH_ROOT"
+    "#;
+    Command::new("sh")
+        .args(["-c", SCRIPT])
+        .env("WATCH_PID", std::process::id().to_string())
+        .env("WATCH_ROOT", root)
+        .env("WATCH_PG_CTL", bins.bindir.join("pg_ctl"))
+        .env("WATCH_USER", bins.run_as.as_ref().map(|u| u.name.as_str()).unwrap_or(""))
+        .current_dir(std::env::temp_dir())
+        // Holding none of the test's pipes, so nothing waits for the watcher to exit.
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context(|| "starting the cluster watcher".into())
 }
 
 /// One PostgreSQL server of a [`Cluster`].

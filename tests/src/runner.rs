@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -249,7 +250,8 @@ impl PgStatusBuilder {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.http_port))
     }
 
-    /// Starts the process.
+    /// Starts the process. It is killed when the thread that spawned it exits (Linux `PR_SET_PDEATHSIG`), so
+    /// keep a [`PgStatus`] on the thread that started it.
     pub fn spawn(self) -> Result<PgStatus> {
         let mut cmd = Command::new(&self.binary);
         for (name, _) in std::env::vars_os() {
@@ -265,6 +267,15 @@ impl PgStatusBuilder {
             };
         }
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        // SAFETY: the closure runs in the child between fork and exec and only calls prctl, which is
+        // async-signal-safe. It makes the kernel kill pg-status when the spawning thread dies, so a test process
+        // killed without running Drop leaves no pg-status behind.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         let mut child = cmd.spawn().context(|| format!("starting {}", self.binary.display()))?;
         let stdout = Arc::new(Lines::new("stdout"));
         let stderr = Arc::new(Lines::new("stderr"));
