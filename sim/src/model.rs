@@ -349,3 +349,53 @@ impl Database for NodeServer {
         self.cluster.borrow().nodes[self.node].session_epoch == token
     }
 }
+
+/// A server that answers the poll query with a fixed row, without a cluster model: for many fake hosts on
+/// real sockets (benchmarks), where [`crate::pgwire::serve`] runs over tokio's TCP streams.
+#[derive(Debug, Clone)]
+pub struct StaticNode {
+    /// The password it accepts (for [`USER`]).
+    pub password: String,
+    /// The poll query's row.
+    pub row: Vec<Option<String>>,
+}
+
+impl StaticNode {
+    /// A master on timeline 1 at `lsn`.
+    pub fn master(lsn: u64) -> StaticNode {
+        let mut cluster = Cluster::new(1, &mut Rng::new(0));
+        cluster.nodes[0].insert_lsn = lsn;
+        StaticNode { password: PASSWORD.to_owned(), row: cluster.poll_row(0, 0) }
+    }
+
+    /// A caught-up replica on timeline 1 at `lsn`.
+    pub fn replica(lsn: u64) -> StaticNode {
+        let mut cluster = Cluster::new(2, &mut Rng::new(0));
+        let node = &mut cluster.nodes[1];
+        node.receive_lsn = lsn;
+        node.replay_lsn = lsn;
+        StaticNode { password: PASSWORD.to_owned(), row: cluster.poll_row(1, 0) }
+    }
+}
+
+impl Database for StaticNode {
+    fn authenticate(&self, user: &str, _database: &str, password: &str) -> Result<(), SqlError> {
+        if user == USER && password == self.password {
+            Ok(())
+        } else {
+            Err(SqlError {
+                code: pgwire::INVALID_PASSWORD,
+                message: format!("password authentication failed for user \"{user}\""),
+            })
+        }
+    }
+
+    fn query(&self, sql: &str) -> Reply {
+        let result = if sql == POLL_QUERY {
+            QueryResult::Row { columns: POLL_COLUMNS, values: self.row.clone() }
+        } else {
+            QueryResult::Error(SqlError { code: pgwire::SYNTAX_ERROR, message: "only the poll query is served".into() })
+        };
+        Reply { delay: Duration::ZERO, result }
+    }
+}

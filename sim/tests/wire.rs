@@ -5,7 +5,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use pg_status_core::observation::{Observation, Role, POLL_QUERY};
-use pg_status_sim::model::{Cluster, NodeServer, PG_PORT};
+use pg_status_sim::model::{Cluster, NodeServer, StaticNode, PG_PORT};
 use pg_status_sim::rng::Rng;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
@@ -55,4 +55,37 @@ fn tokio_postgres_logs_in_polls_and_is_refused_a_wrong_password() {
     let c = cluster.borrow();
     assert_eq!((c.nodes[0].connections, c.nodes[0].sessions), (2, 1));
     assert_eq!((c.nodes[1].connections, c.nodes[1].sessions), (1, 1));
+}
+
+#[test]
+fn the_same_server_runs_on_real_loopback_sockets() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+        let addr = listener.local_addr().expect("its address");
+        tokio::task::spawn_local(async move {
+            let node = Rc::new(StaticNode::replica(0x1_0000_0000));
+            for pid in 1.. {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let node = node.clone();
+                tokio::task::spawn_local(async move { pg_status_sim::pgwire::serve(stream, &*node, pid).await });
+            }
+        });
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connects");
+        let (client, connection) = login("postgres").connect_raw(stream, NoTls).await.expect("logs in");
+        tokio::task::spawn_local(connection);
+        let messages = client.simple_query(POLL_QUERY).await.expect("the poll query runs");
+        let row = messages
+            .iter()
+            .find_map(|m| match m {
+                SimpleQueryMessage::Row(row) => Some(row),
+                _ => None,
+            })
+            .expect("a row");
+        let values: Vec<Option<&str>> = (0..row.len()).map(|i| row.get(i)).collect();
+        let observation = Observation::from_row(&values).expect("a valid observation");
+        assert_eq!(observation.role, Role::Replica);
+        assert_eq!(observation.replay_lsn.map(|l| l.to_string()).as_deref(), Some("1/0"));
+    });
 }
