@@ -11,8 +11,13 @@ fn seeds() -> u64 {
 
 /// Runs `scenario` for `count` seeds and fails with every broken run's violations and replay command.
 fn check(scenario: &str, count: u64) {
+    check_seeds(scenario, 0..count);
+}
+
+fn check_seeds(scenario: &str, seeds: std::ops::Range<u64>) {
+    let count = seeds.end - seeds.start;
     let mut failures = Vec::new();
-    for seed in 0..count {
+    for seed in seeds {
         let report = run(seed, scenario, false).expect("the scenario exists");
         if !report.passed() {
             let violations: Vec<String> = report
@@ -66,9 +71,30 @@ fn every_named_scenario_has_a_test() {
     }
 }
 
+/// The swarm's seeds in four parts, so the test threads share them.
+fn swarm_part(part: u64) {
+    let n = seeds();
+    check_seeds("swarm", part * n..(part + 1) * n);
+}
+
 #[test]
-fn swarm() {
-    check("swarm", 4 * seeds());
+fn swarm_1() {
+    swarm_part(0);
+}
+
+#[test]
+fn swarm_2() {
+    swarm_part(1);
+}
+
+#[test]
+fn swarm_3() {
+    swarm_part(2);
+}
+
+#[test]
+fn swarm_4() {
+    swarm_part(3);
 }
 
 #[test]
