@@ -634,11 +634,12 @@ impl Node {
         self.execute("SELECT pg_wal_replay_resume()")
     }
 
-    /// The client sessions on this node that are not the harness's own: `(pid, application_name, client
-    /// address)` for every `client backend` in `pg_stat_activity`, ordered by start time.
+    /// The client sessions on this node that are not the harness's own: every `client backend` in
+    /// `pg_stat_activity` except the harness's sessions, ordered by start time.
     pub fn foreign_sessions(&self) -> Result<Vec<Session>> {
         let rows = self.query(&format!(
-            "SELECT pid, application_name, coalesce(host(client_addr), ''), backend_start::text \
+            "SELECT pid, application_name, coalesce(host(client_addr), ''), backend_start::text, \
+             coalesce(usename::text, ''), coalesce(datname::text, '') \
              FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() \
              AND application_name <> '{HARNESS_APPLICATION_NAME}' ORDER BY backend_start"
         ))?;
@@ -653,6 +654,8 @@ impl Node {
                     application_name: text(1),
                     client_addr: text(2),
                     backend_start: text(3),
+                    user: text(4),
+                    database: text(5),
                 })
             })
             .collect()
@@ -670,6 +673,10 @@ pub struct Session {
     pub client_addr: String,
     /// When the session started, as PostgreSQL prints it.
     pub backend_start: String,
+    /// The database user of the session.
+    pub user: String,
+    /// The database the session is connected to.
+    pub database: String,
 }
 
 /// Parses a PostgreSQL LSN `HEX/HEX` into a 64-bit position.

@@ -210,12 +210,16 @@ impl TlsFiles {
                 .context(|| format!("chmod {}", path.display()))?;
         }
         let cert = path_str(&server.cert);
-        node.execute(&format!(
-            "ALTER SYSTEM SET ssl = on; ALTER SYSTEM SET ssl_cert_file = '{cert}'; \
-             ALTER SYSTEM SET ssl_key_file = '{}'; ALTER SYSTEM SET ssl_ca_file = '{}'; SELECT pg_reload_conf()",
-            path_str(&server.key),
-            path_str(&client_ca.cert),
-        ))?;
+        // One statement at a time: ALTER SYSTEM refuses to run in the implicit transaction of a batch.
+        for (name, value) in [
+            ("ssl", "on".to_owned()),
+            ("ssl_cert_file", cert.clone()),
+            ("ssl_key_file", path_str(&server.key)),
+            ("ssl_ca_file", path_str(&client_ca.cert)),
+        ] {
+            node.execute(&format!("ALTER SYSTEM SET {name} = '{value}'"))?;
+        }
+        node.execute("SELECT pg_reload_conf()")?;
         wait_until_ok(Duration::from_secs(20), &format!("{} to use {cert}", node.name()), || -> Result<()> {
             // A new session sees the reloaded configuration for sure.
             let mut client = node.connect_as(crate::pg::HARNESS_APPLICATION_NAME)?;
@@ -255,11 +259,7 @@ fn path_str(path: &Path) -> String {
 /// Runs `openssl` with `args`; a failure carries its output.
 fn openssl(args: &[&str]) -> Result<()> {
     let line = format!("openssl {}", args.join(" "));
-    let out = Command::new("openssl")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .context(|| format!("running {line}"))?;
+    let out = Command::new("openssl").args(args).stdin(Stdio::null()).output().context(|| format!("running {line}"))?;
     if out.status.success() {
         Ok(())
     } else {

@@ -160,6 +160,7 @@ fn routes_formats_parameters_and_errors() {
         "/replica?min_lsn=0%2F0",
         "/replica?lag_ms=1&lag_ms=abc",
         "/replica?foo=bar",
+        "/replica?lag_ms=%31%30&lag_bytes=%30",
         "/sync_by_time?lag_ms=0",
         "/sync_by_bytes?lag_bytes=0",
         "/sync_by_time_or_bytes?lag_ms=0&lag_bytes=0",
@@ -376,5 +377,34 @@ fn routes_formats_parameters_and_errors() {
     let names: Vec<Value> = s.hosts().expect("hosts").iter().map(|h| h["host"].clone()).collect();
     c.eq("host:port names in /hosts", names, vec![json!(m_entry), json!(r1_entry)]);
 
+    drop(s);
+
+    // Ports from pg_status__pg_port: one per host, and a shorter list repeats its last port. Proxies on
+    // separate addresses share a port to show it.
+    let pa = pg_status_tests::Proxy::start(m.addr()).expect("proxy");
+    let ipb = pg_status_tests::net::next_loopback();
+    let pb = pg_status_tests::Proxy::start_on((ipb, 0).into(), r1.addr()).expect("proxy");
+    let ipc = pg_status_tests::net::next_loopback();
+    let pc = pg_status_tests::Proxy::start_on((ipc, pb.port()).into(), r2.addr()).expect("proxy on the same port");
+    let t = start_ready(
+        common::builder()
+            .env("pg_status__hosts", format!("{},{},{}", pa.host(), pb.host(), pc.host()))
+            .env("pg_status__pg_port", format!("{},{}", pa.port(), pb.port())),
+    );
+    for h in [pb.host(), pc.host()] {
+        let e = t.wait_for_host(&h, STARTUP, |e| e["alive"] == true && e["lsn"].is_string());
+        c.check(e.is_ok(), || format!("a shorter pg_port list repeats its last port for {h}: {e:?}"));
+    }
+    common::settle(&t, "/master", &pa.host());
+    drop(t);
+    let u = start_ready(
+        common::builder()
+            .env("pg_status__hosts", format!("{},{}", pb.host(), pc.host()))
+            .env("pg_status__pg_port", pb.port()),
+    );
+    for h in [pb.host(), pc.host()] {
+        let e = u.wait_for_host(&h, STARTUP, |e| e["alive"] == true && e["master"] == false);
+        c.check(e.is_ok(), || format!("one pg_port for every host ({h}): {e:?}"));
+    }
     c.finish();
 }

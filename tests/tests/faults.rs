@@ -154,3 +154,51 @@ fn switched_proxy_moves_the_master() {
     assert_eq!((hosts[0]["master"].clone(), hosts[1]["master"].clone()), (json!(false), json!(true)));
     assert!(m.is_running() && r.is_running(), "no PostgreSQL server was restarted");
 }
+
+#[test]
+fn a_possibly_dead_replica_is_avoided_while_a_healthy_one_matches() {
+    let Some(bins) = postgres_or_skip("a_possibly_dead_replica_is_avoided_while_a_healthy_one_matches") else { return };
+    let cluster = Cluster::start(&bins, ClusterOptions::with_replicas(2)).expect("cluster");
+    let (m, r1, r2) = (cluster.node(0), cluster.node(1), cluster.node(2));
+    let p1 = Proxy::start(r1.addr()).expect("proxy");
+    let p2 = Proxy::start(r2.addr()).expect("proxy");
+    let (mh, h1, h2) = (m.host(), p1.host(), p2.host());
+    let timeout_ms = 1500;
+    let p = start_ready(
+        common::builder()
+            .hosts(&[(mh.clone(), m.port()), (h1.clone(), p1.port()), (h2.clone(), p2.port())])
+            .timing(SLEEP_MS, timeout_ms, MAX_FAILS),
+    );
+    for h in [&h1, &h2] {
+        p.wait_for_host(h, common::STARTUP, |e| e["alive"] == true && e["lsn"].is_string()).expect("replica polled");
+    }
+    let out = p.stdout();
+    let mut c = Checks::new();
+    let mark = out.len();
+    p1.freeze();
+    out.wait_for_line_after(mark, &format!("{h1}: possible dead"), ms(SLEEP_MS + timeout_ms) + SLACK)
+        .expect("possible dead");
+    // While possibly dead (until about two more deadlines pass), the healthy replica is preferred ...
+    let seen: BTreeSet<String> = (0..6).map(|_| common::plain_200(&p, "/replica")).collect();
+    let sync: BTreeSet<String> = (0..4).map(|_| common::plain_200(&p, "/sync_by_time")).collect();
+    // ... and the last measurements are kept (DESIGN 1).
+    let entry = p.host_entry(&h1).expect("entry");
+    let dead_already = out.count_since(mark, &format!("{h1}: dead")) > 0;
+    if !dead_already {
+        c.eq("possibly dead replica: /replica prefers the healthy one", seen, BTreeSet::from([h2.clone()]));
+        c.eq("possibly dead replica: /sync_by_time prefers the healthy one", sync, BTreeSet::from([h2.clone()]));
+        c.check(entry["lsn"].is_string() && entry["lag_bytes"].is_u64(), || {
+            format!("a possibly dead host keeps its last measurements: {entry}")
+        });
+    } else {
+        c.check(false, || "the window between 'possible dead' and 'dead' was missed (machine too slow)".into());
+    }
+    out.wait_for_line_after(mark, &format!("{h1}: dead"), ms(MAX_FAILS as u64 * (SLEEP_MS + timeout_ms)) + SLACK)
+        .expect("dead");
+    let r = p.wait_for_host(&h1, ms(1000), |e| e["lsn"].is_null() && e["alive"] == false);
+    c.check(r.is_ok(), || format!("a dead host's measurements are null: {r:?}"));
+    let seen: BTreeSet<String> = (0..6).map(|_| common::plain_200(&p, "/replica")).collect();
+    c.eq("dead replica is never returned", seen, BTreeSet::from([h2.clone()]));
+    p1.restore();
+    c.finish();
+}

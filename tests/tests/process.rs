@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::{builder, for_nodes, start_ready, Checks, SLACK, STARTUP};
 use pg_status_tests::http::{self, ResponseReader};
 use pg_status_tests::net::{free_port, next_loopback, raise_nofile_limit};
-use pg_status_tests::{postgres_or_skip, Cluster, ClusterOptions, PgStatus, PgStatusBuilder};
+use pg_status_tests::{postgres_or_skip, Cluster, ClusterOptions, PgStatus, PgStatusBuilder, Proxy};
 
 /// A builder whose only host refuses connections: no PostgreSQL needed, ready after one failed poll.
 fn without_postgres() -> PgStatusBuilder {
@@ -101,8 +101,8 @@ fn sigterm_and_sigint_exit_0_promptly_with_a_shutdown_line() {
 }
 
 #[test]
-fn password_never_printed_and_errors_on_stderr() {
-    let Some(bins) = postgres_or_skip("password_never_printed_and_errors_on_stderr") else { return };
+fn credentials_are_used_and_the_password_is_never_printed() {
+    let Some(bins) = postgres_or_skip("credentials_are_used_and_the_password_is_never_printed") else { return };
     let secret = "Pw-7f3a9c-Secret";
     let options = ClusterOptions { replicas: 0, password: secret.into(), ..ClusterOptions::default() };
     let cluster = Cluster::start(&bins, options).expect("cluster");
@@ -132,6 +132,34 @@ fn password_never_printed_and_errors_on_stderr() {
         let all = p.output_dump();
         c.check(!all.contains(pw), || format!("{name} password: the password appears in the output: {all}"));
     }
+    drop((bad, wrong));
+
+    // pg_user and pg_database are the ones connected with.
+    m.execute("CREATE ROLE watcher LOGIN PASSWORD 'W4tch-pw'").expect("role");
+    m.execute("CREATE DATABASE appdb").expect("database");
+    let other = start_ready(
+        for_nodes(&[m])
+            .env("pg_status__pg_user", "watcher")
+            .env("pg_status__pg_password", "W4tch-pw")
+            .env("pg_status__pg_database", "appdb"),
+    );
+    common::settle(&other, "/master", &m.host());
+    let sessions = m.foreign_sessions().expect("sessions");
+    let used: Vec<(String, String)> = sessions.iter().map(|s| (s.user.clone(), s.database.clone())).collect();
+    c.eq("the session uses pg_user and pg_database", used, vec![("watcher".to_owned(), "appdb".to_owned())]);
+    drop(other);
+    // A database that does not exist: the host fails and the reason is on stderr.
+    let missing = start_ready(
+        for_nodes(&[m])
+            .env("pg_status__pg_user", "watcher")
+            .env("pg_status__pg_password", "W4tch-pw")
+            .env("pg_status__pg_database", "no_such_db"),
+    );
+    missing.stdout().wait_for_line(&format!("{}: dead", m.host()), SLACK).expect("dead with a missing database");
+    c.check(missing.stderr().texts().iter().any(|l| l.contains("no_such_db")), || {
+        format!("stderr explains the failure: {:?}", missing.stderr().texts())
+    });
+    c.check(!missing.output_dump().contains("W4tch-pw"), || "the password stays out of the output".into());
     c.finish();
 }
 
@@ -239,4 +267,26 @@ fn listens_on_ipv6_and_by_default_on_every_interface() {
     let p = without_postgres().without("pg_status__http_host").spawn().expect("spawn");
     p.wait_listening(STARTUP).expect("listening on 0.0.0.0 answers on 127.0.0.1");
     assert_eq!(p.get("/live").expect("live").status, 200);
+}
+
+#[test]
+fn connect_timeout_bounds_a_hung_handshake() {
+    // A host that accepts TCP connections but never answers the PostgreSQL handshake.
+    let hung = Proxy::start(SocketAddr::from((next_loopback(), 9))).expect("proxy");
+    hung.freeze();
+    let p = builder()
+        .hosts(&[(hung.host(), hung.port())])
+        .timing(100, 5000, 3)
+        .env("pg_status__connect_timeout", 1)
+        .spawn()
+        .expect("spawn");
+    let line = p
+        .stdout()
+        .wait_for_line(&format!("{}: possible dead", hung.host()), Duration::from_secs(4) + SLACK)
+        .expect("the handshake fails");
+    let after = line.at.duration_since(p.started());
+    assert!(
+        after >= Duration::from_millis(900) && after < Duration::from_millis(4000),
+        "pg_status__connect_timeout=1 ends a hung handshake after about 1 s, before the 5 s deadline: {after:?}"
+    );
 }

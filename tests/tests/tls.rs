@@ -165,13 +165,13 @@ fn tls_client_certificate_for_clientcert_verify_full() {
 
     // No client certificate: the server refuses the session.
     let p = as_client().spawn().expect("spawn");
-    fails_with(&p, "certificate");
+    fails_with(&p, "requires a valid client certificate");
     drop(p);
 
-    // A certificate for another user name: refused as well.
+    // A certificate for another user name: refused as well (the server reports a failed authentication).
     let wrong = t.files.client_cert(&t.files.ca(), "wrong-user", "somebody_else").expect("client certificate");
     let p = as_client().env("PGSSLCERT", path(&wrong.cert)).env("PGSSLKEY", path(&wrong.key)).spawn().expect("spawn");
-    fails_with(&p, "certificate");
+    fails_with(&p, "authentication failed");
 }
 
 #[test]
