@@ -241,7 +241,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Whether the peer closed `stream` (EOF or reset) within `timeout`, without sending anything.
+/// Whether the peer closed `stream` (EOF or reset) or sent something within `timeout`.
 /// Returns `Ok(false)` when the connection stayed open and silent for the whole time.
 pub fn closed_within(stream: &mut TcpStream, timeout: Duration) -> Result<bool> {
     stream.set_read_timeout(Some(timeout)).map_err(|e| Error::Http(e.to_string()))?;
