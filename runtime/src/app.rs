@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use async_io::Timer;
 use event_listener::Event;
 use futures_lite::future;
-use pg_status_core::config::{Config, SslMode};
+use pg_status_core::config::Config;
 use smol::LocalExecutor;
 
 use crate::driver::Driver;
@@ -22,6 +22,7 @@ use crate::log::{self, Logger};
 use crate::publish::Published;
 use crate::rt::SmolRuntime;
 use crate::signals::Signals;
+use crate::tls::PgTls;
 use crate::{limits, listen};
 
 /// Exit status for a configuration the program refuses (DESIGN 9).
@@ -40,6 +41,14 @@ pub(crate) fn run() -> i32 {
         Ok(config) => config,
         Err(line) => {
             log::err(format_args!("{line}"));
+            return EXIT_CONFIG;
+        }
+    };
+    // Certificate files are read now, so a bad one stops the program before anything starts (DESIGN 9).
+    let tls = match PgTls::load(&config.tls) {
+        Ok(tls) => tls,
+        Err(e) => {
+            log::err(format_args!("{e}"));
             return EXIT_CONFIG;
         }
     };
@@ -73,7 +82,7 @@ pub(crate) fn run() -> i32 {
     let poller_config = config.clone();
     let poller = thread::Builder::new()
         .name("pg-status-poller".to_owned())
-        .spawn(move || poll(&poller_config, logger, poller_stopped, published_tx, wait_for_go));
+        .spawn(move || poll(&poller_config, tls, logger, poller_stopped, published_tx, wait_for_go));
     let poller = match poller {
         Ok(handle) => handle,
         Err(e) => {
@@ -149,6 +158,7 @@ pub(crate) fn run() -> i32 {
 /// database connections to close.
 fn poll(
     config: &Config,
+    tls: PgTls,
     logger: Logger,
     stop: async_channel::Receiver<()>,
     published: mpsc::SyncSender<Arc<Published>>,
@@ -156,7 +166,7 @@ fn poll(
 ) {
     let executor = Rc::new(LocalExecutor::new());
     let runtime = SmolRuntime::new(&executor);
-    let driver = Driver::new(runtime, config, logger);
+    let driver = Driver::with_tls(runtime, config, logger, tls);
     // Either message fails only when the main thread gave up starting: then there is nothing to poll for.
     if published.send(driver.published()).is_err() || go.recv().is_err() {
         return;
@@ -194,27 +204,9 @@ pub(crate) fn read_config() -> Result<Config, String> {
             None => {}
         }
     }
-    let config = Config::from_vars(vars).map_err(|e| e.to_string())?;
-    match config.tls.mode {
-        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => Err(format!(
-            "PGSSLMODE={:?}: TLS to PostgreSQL is not supported by this version; use disable, allow or prefer",
-            sslmode_name(config.tls.mode)
-        )),
-        SslMode::Disable | SslMode::Allow | SslMode::Prefer => Ok(config),
-    }
+    Config::from_vars(vars).map_err(|e| e.to_string())
 }
 
 fn is_ours(name: &str) -> bool {
     name.starts_with("pg_status__") || name.starts_with("PGSSL")
-}
-
-fn sslmode_name(mode: SslMode) -> &'static str {
-    match mode {
-        SslMode::Disable => "disable",
-        SslMode::Allow => "allow",
-        SslMode::Prefer => "prefer",
-        SslMode::Require => "require",
-        SslMode::VerifyCa => "verify-ca",
-        SslMode::VerifyFull => "verify-full",
-    }
 }

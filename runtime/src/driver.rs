@@ -20,6 +20,7 @@ use crate::pg::{self, Session};
 use crate::poll::{self, Target};
 use crate::publish::{Published, RefreshRequests};
 use crate::rt::{LocalBoxFuture, Runtime};
+use crate::tls::PgTls;
 
 /// Where the driver reports what happens: the core's events, and per-poll detail for debugging.
 pub trait EventLog {
@@ -76,7 +77,17 @@ pub struct Driver<R: Runtime, L: EventLog> {
 
 impl<R: Runtime, L: EventLog> Driver<R, L> {
     /// A driver for the configured hosts; every host is due for its first poll now.
+    ///
+    /// It reads the TLS files `config.tls` names; when they cannot be used, every connection attempt fails
+    /// with that reason (a program checks them first with [`PgTls::load`] and uses [`Driver::with_tls`]).
     pub fn new(rt: R, config: &Config, log: L) -> Driver<R, L> {
+        let tls = PgTls::load(&config.tls).unwrap_or_else(|e| PgTls::broken(&e));
+        Driver::with_tls(rt, config, log, tls)
+    }
+
+    /// A driver for the configured hosts that connects with the TLS settings `tls` (loaded from
+    /// `config.tls`); every host is due for its first poll now.
+    pub fn with_tls(rt: R, config: &Config, log: L, tls: PgTls) -> Driver<R, L> {
         let monitor = Monitor::new(config, rt.now());
         let login = pg::login(&config.user, &config.password, &config.database);
         let hosts = config
@@ -89,6 +100,7 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
                     port: h.port,
                     login: login.clone(),
                     connect_timeout: config.connect_timeout,
+                    tls: tls.clone(),
                 }),
                 session: None,
                 in_flight: None,

@@ -1,15 +1,18 @@
 //! The PostgreSQL side of a poll: opening a connection over the runtime's stream, and running the poll query.
 //!
-//! This is the only place that opens database connections, so TLS (when it comes) changes this file alone.
+//! This is the only place that opens database connections; how they use TLS is [`crate::tls`]'s business.
 
 use std::error::Error as _;
 use std::time::Duration;
 
+use pg_status_core::config::SslMode;
 use pg_status_core::monitor::{PollError, PollErrorKind};
 use pg_status_core::observation::{Observation, POLL_QUERY};
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tokio_postgres::config::SslMode as WireMode;
+use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::rt::Runtime;
+use crate::tls::PgTls;
 
 /// How long a closed session may take to say goodbye to its server before its socket is dropped regardless.
 ///
@@ -27,30 +30,57 @@ pub struct Session {
 /// How to log in: the parts of tokio-postgres' configuration that are the same for every host.
 pub fn login(user: &str, password: &str, database: &str) -> tokio_postgres::Config {
     let mut config = tokio_postgres::Config::new();
-    config
-        .user(user)
-        .password(password)
-        .dbname(database)
-        .application_name("pg-status")
-        // TLS to PostgreSQL is not built yet; asking for it must not silently fall back (see `main`).
-        .ssl_mode(tokio_postgres::config::SslMode::Disable);
+    config.user(user).password(password).dbname(database).application_name("pg-status");
     config
 }
 
-/// Opens a session with `host:port`: TCP through the runtime, then PostgreSQL's start-up and authentication.
+/// Opens a session with `host:port`: TCP through the runtime, TLS as `tls` says, then PostgreSQL's start-up
+/// and authentication.
 ///
-/// The caller bounds the time this takes; dropping the future abandons the attempt and closes the socket.
+/// With `PGSSLMODE=allow` a session the server refuses over plain TCP (an authorization error, as a
+/// `hostssl`-only `pg_hba.conf` gives) is tried once more over TLS, on a new connection. The caller bounds
+/// the time this takes; dropping the future abandons the attempt and closes the socket.
 pub async fn open<R: Runtime>(
     rt: &R,
     host: &str,
     port: u16,
     login: &tokio_postgres::Config,
+    tls: &PgTls,
+) -> Result<Session, PollError> {
+    if let Some(reason) = tls.broken_reason() {
+        return Err(PollError::new(PollErrorKind::Connect, reason));
+    }
+    match tls.mode() {
+        SslMode::Disable => open_as(rt, host, port, login, tls, WireMode::Disable).await,
+        SslMode::Prefer => open_as(rt, host, port, login, tls, WireMode::Prefer).await,
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+            open_as(rt, host, port, login, tls, WireMode::Require).await
+        }
+        SslMode::Allow => match open_as(rt, host, port, login, tls, WireMode::Disable).await {
+            Err(plain) if plain.kind == PollErrorKind::Auth => open_as(rt, host, port, login, tls, WireMode::Require)
+                .await
+                .map_err(|e| PollError::new(e.kind, format!("{} (without TLS: {})", e.message, plain.message))),
+            other => other,
+        },
+    }
+}
+
+/// One connection attempt with tokio-postgres' TLS mode `mode`.
+async fn open_as<R: Runtime>(
+    rt: &R,
+    host: &str,
+    port: u16,
+    login: &tokio_postgres::Config,
+    tls: &PgTls,
+    mode: WireMode,
 ) -> Result<Session, PollError> {
     let stream = rt.connect(host, port).await.map_err(|e| {
         let shown = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
         PollError::new(PollErrorKind::Connect, format!("cannot connect to {shown}: {e}"))
     })?;
-    let (client, connection) = login.connect_raw(stream, NoTls).await.map_err(|e| startup_error(&e))?;
+    let mut login = login.clone();
+    login.ssl_mode(mode);
+    let (client, connection) = login.connect_raw(stream, tls.handshake(host)).await.map_err(|e| startup_error(&e))?;
     let (alive, closed) = async_channel::bounded::<()>(1);
     let task_rt = rt.clone();
     rt.spawn(Box::pin(async move {

@@ -8,6 +8,7 @@ use pg_status_core::observation::Observation;
 
 use crate::pg::{self, Session};
 use crate::rt::Runtime;
+use crate::tls::PgTls;
 
 /// Where one host is and how to log in to it.
 pub(crate) struct Target {
@@ -19,6 +20,8 @@ pub(crate) struct Target {
     pub(crate) login: tokio_postgres::Config,
     /// `pg_status__connect_timeout`; zero leaves only the iteration deadline.
     pub(crate) connect_timeout: Duration,
+    /// TLS settings (`PGSSL*`).
+    pub(crate) tls: PgTls,
 }
 
 /// What an iteration produced: the result for the core, and the session when it may be reused.
@@ -56,7 +59,7 @@ pub(crate) async fn iterate<R: Runtime>(
 
 /// Opens a session, bounded by the connect timeout when it ends before the iteration deadline.
 async fn connect<R: Runtime>(rt: &R, target: &Target, deadline: Instant) -> Result<Session, PollError> {
-    let open = pg::open(rt, &target.host, target.port, &target.login);
+    let open = pg::open(rt, &target.host, target.port, &target.login, &target.tls);
     if target.connect_timeout.is_zero() {
         return open.await;
     }

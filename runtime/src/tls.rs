@@ -1,0 +1,452 @@
+//! TLS to PostgreSQL with rustls (ring provider), configured by libpq's variables and following libpq's
+//! meaning of `PGSSLMODE`.
+//!
+//! | `PGSSLMODE` | what pg-status does |
+//! |---|---|
+//! | `disable` | plain TCP only |
+//! | `allow` | plain first; when the server refuses the plain session (an authorization error such as a `hostssl`-only `pg_hba.conf`), a second connection with TLS |
+//! | `prefer` (default) | TLS when the server offers it, plain when it does not |
+//! | `require` | TLS or nothing |
+//! | `verify-ca` | TLS; the server's chain must lead to a root in `PGSSLROOTCERT`; the host name is not checked |
+//! | `verify-full` | as `verify-ca`, and the certificate must name the host (DNS name or IP address) as written in `pg_status__hosts` |
+//!
+//! In `allow`, `prefer` and `require` the certificate is not checked, unless `PGSSLROOTCERT` is given: then
+//! the chain is checked as in `verify-ca` (libpq does the same when its root file exists). Unlike libpq,
+//! `prefer` does not retry without TLS after a failed handshake: only a server that declines TLS gets a plain
+//! session.
+//!
+//! `PGSSLCERT` and `PGSSLKEY` (PEM) give a client certificate for mutual TLS in every mode that uses TLS.
+//! `PGSSLCRL` (PEM, one or more CRLs) is checked whenever the server's chain is verified: the server's own
+//! certificate must be covered by a CRL of its issuer and not be revoked (OpenSSL's default CRL check, which
+//! libpq uses). Even without certificate checks the server must prove it holds the key of the certificate it
+//! presents. Channel binding (`SCRAM-SHA-256-PLUS`) is not offered: SCRAM authentication works as with a
+//! client that does not support it.
+//!
+//! Every file is read and parsed at start-up, so a missing, unreadable or malformed file stops the program
+//! with one line naming the variable and the path.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use pg_status_core::config::{SslMode, TlsConfig};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::{self, CryptoProvider};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_postgres::tls::{ChannelBinding, TlsConnect};
+
+use crate::rt::LocalBoxFuture;
+
+/// Why the TLS settings cannot be used; `Display` is the one line printed before exiting with status 2.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TlsError {
+    /// A file named by a variable is missing, unreadable or not what the variable needs.
+    #[error("{var}={path:?}: {reason}")]
+    File {
+        /// The variable (`PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY`, `PGSSLCRL`).
+        var: &'static str,
+        /// The path it holds.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The mode needs a file that was not given.
+    #[error("PGSSLMODE={mode:?}: {reason}")]
+    Mode {
+        /// The mode as written.
+        mode: &'static str,
+        /// What is missing.
+        reason: String,
+    },
+}
+
+/// libpq's name of a mode.
+pub fn mode_name(mode: SslMode) -> &'static str {
+    match mode {
+        SslMode::Disable => "disable",
+        SslMode::Allow => "allow",
+        SslMode::Prefer => "prefer",
+        SslMode::Require => "require",
+        SslMode::VerifyCa => "verify-ca",
+        SslMode::VerifyFull => "verify-full",
+    }
+}
+
+/// How connections to PostgreSQL use TLS: the mode and, when it may use TLS, the rustls configuration.
+/// Cheap to clone (the configuration is shared).
+#[derive(Clone)]
+pub struct PgTls {
+    mode: SslMode,
+    /// `None` for `disable`, or when the settings could not be loaded (see `broken`).
+    client: Option<Arc<ClientConfig>>,
+    /// Why the settings could not be loaded: every connection then fails with this text.
+    broken: Option<Arc<str>>,
+}
+
+impl std::fmt::Debug for PgTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgTls").field("mode", &mode_name(self.mode)).field("broken", &self.broken).finish()
+    }
+}
+
+impl PgTls {
+    /// Reads and checks every file the settings name and builds the TLS configuration.
+    pub fn load(settings: &TlsConfig) -> Result<PgTls, TlsError> {
+        let mode = settings.mode;
+        if mode == SslMode::Disable {
+            return Ok(PgTls { mode, client: None, broken: None });
+        }
+        let provider = Arc::new(crypto::ring::default_provider());
+        let roots = settings.root_cert.as_deref().map(|path| load_roots(path)).transpose()?;
+        let crls = settings.crl.as_deref().map(|path| load_crls(path)).transpose()?;
+        let verifier: Arc<dyn ServerCertVerifier> = match (mode, roots) {
+            (SslMode::VerifyCa | SslMode::VerifyFull, None) => {
+                return Err(TlsError::Mode {
+                    mode: mode_name(mode),
+                    reason: "PGSSLROOTCERT must name a PEM file of trusted root certificates".to_owned(),
+                })
+            }
+            // libpq checks the chain in every TLS mode once it has root certificates.
+            (_, Some((path, roots))) => {
+                let mut builder = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+                if let Some((_, crls)) = crls {
+                    // OpenSSL's X509_V_FLAG_CRL_CHECK, which libpq sets: the server's certificate only, and a
+                    // missing CRL for its issuer is an error.
+                    builder = builder.with_crls(crls).only_check_end_entity_revocation();
+                }
+                let webpki = builder.build().map_err(|e| TlsError::File {
+                    var: "PGSSLROOTCERT",
+                    path: path.to_owned(),
+                    reason: format!("cannot verify servers with these roots: {e}"),
+                })?;
+                if mode == SslMode::VerifyFull {
+                    webpki
+                } else {
+                    Arc::new(ChainOnly(webpki))
+                }
+            }
+            // allow, prefer, and require without root certificates: no certificate checks (as libpq).
+            (_, None) => Arc::new(NoCertificateChecks(provider.clone())),
+        };
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Mode { mode: mode_name(mode), reason: format!("no TLS version available: {e}") })?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
+        let client = match (&settings.cert, &settings.key) {
+            (Some(cert_path), Some(key_path)) => {
+                let certs = load_certs("PGSSLCERT", cert_path)?;
+                let key = load_key(key_path)?;
+                builder.with_client_auth_cert(certs, key).map_err(|e| TlsError::File {
+                    var: "PGSSLKEY",
+                    path: key_path.clone(),
+                    reason: format!("cannot be used with PGSSLCERT={cert_path:?}: {e}"),
+                })?
+            }
+            // The configuration refuses one without the other.
+            _ => builder.with_no_client_auth(),
+        };
+        Ok(PgTls { mode, client: Some(Arc::new(client)), broken: None })
+    }
+
+    /// Plain connections only (`PGSSLMODE=disable`).
+    pub fn disabled() -> PgTls {
+        PgTls { mode: SslMode::Disable, client: None, broken: None }
+    }
+
+    /// Settings that could not be loaded: every connection attempt fails with `error`, so a caller that did
+    /// not check them at start-up still reports the problem on every poll instead of connecting without TLS.
+    pub fn broken(error: &TlsError) -> PgTls {
+        PgTls { mode: SslMode::Require, client: None, broken: Some(Arc::from(error.to_string())) }
+    }
+
+    /// The configured mode.
+    pub fn mode(&self) -> SslMode {
+        self.mode
+    }
+
+    /// Why connections cannot be made, when the settings are broken.
+    pub(crate) fn broken_reason(&self) -> Option<&str> {
+        self.broken.as_deref()
+    }
+
+    /// The handshake for one connection to `host` (a DNS name or an IP address): the name is what
+    /// `verify-full` checks the certificate against, and what is sent as SNI when it is a DNS name.
+    pub(crate) fn handshake(&self, host: &str) -> Handshake {
+        let name = match ServerName::try_from(host.to_owned()) {
+            Ok(name) => Ok(name),
+            Err(_) => Err(format!("{host:?} is neither a DNS name nor an IP address usable for TLS")),
+        };
+        Handshake { client: self.client.clone(), name, checks_name: self.mode == SslMode::VerifyFull }
+    }
+}
+
+/// Reads a file named by `var`; the error names the variable and the path.
+fn read(var: &'static str, path: &str) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|e| TlsError::File { var, path: path.to_owned(), reason: format!("cannot read: {e}") })
+}
+
+fn load_certs(var: &'static str, path: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bytes = read(var, path)?;
+    let fail = |reason: String| TlsError::File { var, path: path.to_owned(), reason };
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(format!("not a PEM file of certificates: {e}")))?;
+    if certs.is_empty() {
+        return Err(fail("no PEM certificate (BEGIN CERTIFICATE) in the file".to_owned()));
+    }
+    Ok(certs)
+}
+
+fn load_roots(path: &str) -> Result<(&str, RootCertStore), TlsError> {
+    if path == "system" {
+        return Err(TlsError::File {
+            var: "PGSSLROOTCERT",
+            path: path.to_owned(),
+            reason: "the system's certificate store is not supported; give a PEM file of root certificates".into(),
+        });
+    }
+    let mut roots = RootCertStore::empty();
+    let (added, ignored) = roots.add_parsable_certificates(load_certs("PGSSLROOTCERT", path)?);
+    if added == 0 {
+        return Err(TlsError::File {
+            var: "PGSSLROOTCERT",
+            path: path.to_owned(),
+            reason: format!("none of its {ignored} certificates can be used as a trusted root"),
+        });
+    }
+    Ok((path, roots))
+}
+
+fn load_key(path: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let bytes = read("PGSSLKEY", path)?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| TlsError::File {
+        var: "PGSSLKEY",
+        path: path.to_owned(),
+        reason: format!("no PEM private key (PKCS#8, PKCS#1 or SEC1) in the file: {e}"),
+    })
+}
+
+fn load_crls(path: &str) -> Result<(&str, Vec<CertificateRevocationListDer<'static>>), TlsError> {
+    let bytes = read("PGSSLCRL", path)?;
+    let fail = |reason: String| TlsError::File { var: "PGSSLCRL", path: path.to_owned(), reason };
+    let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(format!("not a PEM file of CRLs: {e}")))?;
+    if crls.is_empty() {
+        return Err(fail("no PEM revocation list (BEGIN X509 CRL) in the file".to_owned()));
+    }
+    Ok((path, crls))
+}
+
+/// `verify-ca` (and `require` with root certificates): the chain and validity are checked, the name is not.
+#[derive(Debug)]
+struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+            // webpki checks the name only after the chain, validity and revocation have passed.
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// `allow`, `prefer` and `require` without roots: any certificate, but the server must still prove it holds
+/// the certificate's key (the handshake signatures are verified).
+#[derive(Debug)]
+struct NoCertificateChecks(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoCertificateChecks {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The TLS handshake of one connection, handed to tokio-postgres, which runs it after the server agreed to
+/// TLS (and never when the session's mode is `disable`).
+pub struct Handshake {
+    client: Option<Arc<ClientConfig>>,
+    name: Result<ServerName<'static>, String>,
+    /// `verify-full`: the name must be usable.
+    checks_name: bool,
+}
+
+impl<S> TlsConnect<S> for Handshake
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    type Stream = TlsStream<S>;
+    type Error = io::Error;
+    type Future = LocalBoxFuture<io::Result<TlsStream<S>>>;
+
+    fn connect(self, stream: S) -> Self::Future {
+        Box::pin(async move {
+            let Some(client) = self.client else {
+                return Err(io::Error::other("TLS is not configured (PGSSLMODE=disable)"));
+            };
+            let name = match self.name {
+                Ok(name) => name,
+                // Only verify-full needs the name; elsewhere any name will do (no SNI for an IP address).
+                Err(_) if !self.checks_name => ServerName::IpAddress(IpAddr::V4(Ipv4Addr::UNSPECIFIED).into()),
+                Err(reason) => return Err(io::Error::new(io::ErrorKind::InvalidInput, reason)),
+            };
+            let stream = tokio_rustls::TlsConnector::from(client).connect(name, stream).await?;
+            Ok(TlsStream(stream))
+        })
+    }
+}
+
+/// A TLS session over the runtime's stream, as tokio-postgres wants it.
+pub struct TlsStream<S>(tokio_rustls::client::TlsStream<S>);
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> tokio_postgres::tls::TlsStream for TlsStream<S> {
+    fn channel_binding(&self) -> ChannelBinding {
+        ChannelBinding::none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(mode: SslMode) -> TlsConfig {
+        TlsConfig { mode, root_cert: None, cert: None, key: None, crl: None }
+    }
+
+    #[test]
+    fn modes_without_files_load() {
+        for mode in [SslMode::Disable, SslMode::Allow, SslMode::Prefer, SslMode::Require] {
+            let tls = PgTls::load(&settings(mode)).expect("loads");
+            assert_eq!(tls.mode(), mode);
+            assert_eq!(tls.client.is_some(), mode != SslMode::Disable);
+        }
+    }
+
+    #[test]
+    fn verifying_modes_need_roots() {
+        for mode in [SslMode::VerifyCa, SslMode::VerifyFull] {
+            let error = PgTls::load(&settings(mode)).expect_err("refused");
+            assert!(error.to_string().starts_with(&format!("PGSSLMODE=\"{}\": PGSSLROOTCERT", mode_name(mode))));
+        }
+    }
+
+    #[test]
+    fn bad_files_name_the_variable_and_path() {
+        let dir = std::env::temp_dir().join(format!("pg-status-tls-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let garbage = dir.join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate\n").expect("write");
+        let garbage = garbage.to_string_lossy().into_owned();
+        let missing = dir.join("missing.pem").to_string_lossy().into_owned();
+        let cases = [
+            (
+                TlsConfig { root_cert: Some(missing.clone()), ..settings(SslMode::VerifyFull) },
+                "PGSSLROOTCERT",
+                &missing,
+            ),
+            (TlsConfig { root_cert: Some(garbage.clone()), ..settings(SslMode::VerifyCa) }, "PGSSLROOTCERT", &garbage),
+            (TlsConfig { crl: Some(garbage.clone()), ..settings(SslMode::Prefer) }, "PGSSLCRL", &garbage),
+            (
+                TlsConfig { cert: Some(garbage.clone()), key: Some(garbage.clone()), ..settings(SslMode::Require) },
+                "PGSSLCERT",
+                &garbage,
+            ),
+        ];
+        for (config, var, path) in cases {
+            let line = PgTls::load(&config).expect_err("refused").to_string();
+            assert!(line.starts_with(&format!("{var}={path:?}: ")), "{line}");
+            assert!(!line.contains('\n'), "{line}");
+        }
+        let system = TlsConfig { root_cert: Some("system".into()), ..settings(SslMode::VerifyFull) };
+        assert!(PgTls::load(&system).expect_err("refused").to_string().contains("not supported"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
