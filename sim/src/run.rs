@@ -9,6 +9,7 @@ use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use pg_status::driver::{Driver, EventLog};
+use pg_status::rt::{LocalBoxFuture, Runtime};
 use pg_status_core::cluster::Snapshot;
 use pg_status_core::config::{Config, ConfigError};
 use pg_status_core::monitor::{Event, PollError, PollId};
@@ -363,6 +364,49 @@ fn describe_poll(names: &[String], p: &PollRecord) -> String {
 /// Runs scenario `name` with `seed`. With `verbose`, the trace also shows every poll and the cluster's state
 /// once a second.
 pub fn run(seed: u64, name: &str, verbose: bool) -> Result<Report, RunError> {
+    run_with(seed, name, Options { verbose, late_timers_ms: 0 })
+}
+
+/// How to run a simulation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Show every poll and the cluster's state once a second.
+    pub verbose: bool,
+    /// Make the sidecar's timers fire this much late: a deliberately broken runtime, to show that the
+    /// oracle notices (0 for the real thing).
+    pub late_timers_ms: u64,
+}
+
+/// The turmoil runtime with timers that fire late by a fixed amount (see [`Options::late_timers_ms`]).
+#[derive(Clone)]
+struct LateTimers {
+    inner: TurmoilRuntime,
+    late: Duration,
+}
+
+impl Runtime for LateTimers {
+    type Stream = <TurmoilRuntime as Runtime>::Stream;
+
+    fn now(&self) -> std::time::Instant {
+        self.inner.now()
+    }
+
+    fn sleep_until(&self, deadline: std::time::Instant) -> LocalBoxFuture<()> {
+        self.inner.sleep_until(deadline + self.late)
+    }
+
+    fn connect(&self, host: &str, port: u16) -> LocalBoxFuture<std::io::Result<Self::Stream>> {
+        self.inner.connect(host, port)
+    }
+
+    fn spawn(&self, future: LocalBoxFuture<()>) {
+        self.inner.spawn(future);
+    }
+}
+
+/// Runs scenario `name` with `seed` and `options`.
+pub fn run_with(seed: u64, name: &str, options: Options) -> Result<Report, RunError> {
+    let verbose = options.verbose;
     install_panic_hook();
     let script = scenario::build(name, seed)?;
     let s = script.settings;
@@ -389,10 +433,18 @@ pub fn run(seed: u64, name: &str, verbose: bool) -> Result<Report, RunError> {
         let observed = observed.clone();
         let log = SimLog { observed: observed.clone(), names: names.clone(), timeout_ms: s.query_timeout_ms };
         sim.client(SIDECAR, async move {
-            let driver = Driver::new(TurmoilRuntime, &config, log);
-            let published = driver.published();
-            observed.borrow_mut().snapshots = Some(Rc::new(move || arc_swap::Guard::into_inner(published.load())));
-            driver.run(std::future::pending::<()>()).await;
+            let late = Duration::from_millis(options.late_timers_ms);
+            if late.is_zero() {
+                let driver = Driver::new(TurmoilRuntime, &config, log);
+                let published = driver.published();
+                observed.borrow_mut().snapshots = Some(Rc::new(move || arc_swap::Guard::into_inner(published.load())));
+                driver.run(std::future::pending::<()>()).await;
+            } else {
+                let driver = Driver::new(LateTimers { inner: TurmoilRuntime, late }, &config, log);
+                let published = driver.published();
+                observed.borrow_mut().snapshots = Some(Rc::new(move || arc_swap::Guard::into_inner(published.load())));
+                driver.run(std::future::pending::<()>()).await;
+            }
             Ok(())
         });
     }

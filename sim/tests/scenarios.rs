@@ -122,6 +122,17 @@ fn failover_is_detected_and_timed() {
 }
 
 #[test]
+fn the_oracle_notices_a_runtime_whose_timers_fire_late() {
+    use pg_status_sim::run::{run_with, Options};
+    let report = run_with(5, "failover", Options { verbose: false, late_timers_ms: 400 }).expect("the scenario exists");
+    let broken: Vec<&str> = report.violations.iter().map(|v| v.invariant).collect();
+    assert!(
+        broken.iter().any(|v| v.starts_with("failover") || v.starts_with("a hung or slow host")),
+        "late timers must break the failover bound or the refresh of hosts: {broken:?}"
+    );
+}
+
+#[test]
 fn an_unknown_scenario_is_an_error() {
     assert!(run(0, "no_such_scenario", false).is_err());
 }
