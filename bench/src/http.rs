@@ -1,0 +1,216 @@
+//! HTTP throughput and latency of pg-status next to nginx, each on one pinned core, with the load generator on
+//! the other core.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use pg_status_tests::Cluster;
+
+use crate::error::{Error, Result};
+use crate::procfs::{self, Sampler};
+use crate::report::{self, mib, ms, progress, rate, Report};
+use crate::tools::{self, LoadResult, Nginx, Oha, Wrk};
+use crate::{cluster_hosts, Ctx, Target, LOAD_CORE, SERVER_CORE};
+
+/// The application mix as a wrk script (its argument is the `min_lsn` to ask for).
+const MIX_LUA: &str = include_str!("../lua/mix.lua");
+
+/// The offered rate of the fixed-rate point.
+const FIXED_RATE: u32 = 20_000;
+
+/// How one load point is generated.
+#[derive(Debug, Clone)]
+enum Load {
+    /// wrk with these headers, optionally a Lua script with arguments.
+    Wrk { path: String, headers: Vec<&'static str>, script: Option<Vec<String>> },
+    /// oha at a fixed rate with latency correction.
+    Oha { path: String },
+}
+
+/// One row of the table.
+#[derive(Debug, Clone)]
+struct Point {
+    name: &'static str,
+    load: Load,
+    /// pg-status / nginx requests-per-second ratio the issue asks for, if any.
+    target_ratio: Option<f64>,
+}
+
+fn points(lsn: &str) -> Vec<Point> {
+    let wrk = |path: &str, headers: Vec<&'static str>| Load::Wrk { path: path.to_owned(), headers, script: None };
+    vec![
+        Point { name: "/master plain, keep-alive", load: wrk("/master", vec![]), target_ratio: Some(0.8) },
+        Point { name: "/replica plain", load: wrk("/replica", vec![]), target_ratio: None },
+        Point {
+            name: "/replica?min_lsn JSON",
+            load: wrk(&format!("/replica?min_lsn={lsn}"), vec!["Accept: application/json"]),
+            target_ratio: Some(0.6),
+        },
+        Point { name: "/hosts (JSON, 3 hosts)", load: wrk("/hosts", vec![]), target_ratio: None },
+        Point {
+            name: "application mix",
+            load: Load::Wrk { path: "/".into(), headers: vec![], script: Some(vec![lsn.to_owned()]) },
+            target_ratio: Some(0.6),
+        },
+        Point {
+            name: "/master, new connection per request",
+            load: wrk("/master", vec!["Connection: close"]),
+            target_ratio: None,
+        },
+        Point {
+            name: "/master at a fixed 20,000 req/s (oha, latency-corrected)",
+            load: Load::Oha { path: "/master".into() },
+            target_ratio: None,
+        },
+    ]
+}
+
+struct Tools {
+    wrk: Wrk,
+    oha: Option<Oha>,
+    mix_script: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn measure(tools: &Tools, point: &Point, addr: SocketAddr) -> Result<Option<LoadResult>> {
+    match &point.load {
+        Load::Wrk { path, headers, script } => {
+            let script = script.as_ref().map(|args| (tools.mix_script.as_path(), args.as_slice()));
+            tools.wrk.run(addr, path, headers, script).map(Some)
+        }
+        Load::Oha { path } => match &tools.oha {
+            Some(oha) => oha.run(addr, path).map(Some),
+            None => Ok(None),
+        },
+    }
+}
+
+/// Checks that every path of the points answers 200 before loading it, so that a load point never measures
+/// error answers by mistake.
+fn check_paths(addr: SocketAddr, lsn: &str) -> Result<()> {
+    let replica = format!("/replica?min_lsn={lsn}&lag_ms=1000&lag_bytes=1000000");
+    for path in ["/master", "/replica", &format!("/replica?min_lsn={lsn}"), "/hosts", &replica, "/sync_by_time"]
+        .into_iter()
+        .chain(["/most_sync_by_bytes", "/sync_by_time_and_bytes"])
+    {
+        let resp = pg_status_tests::http::get(addr, path, Some("application/json"))?;
+        if resp.status != 200 {
+            return Err(Error::Unexpected(format!("GET {path} answered {resp}")));
+        }
+    }
+    Ok(())
+}
+
+/// Runs the HTTP section against a fresh pg-status watching `cluster`; returns the targets it measured.
+pub fn run(ctx: &Ctx, cluster: &Cluster, report: &mut Report) -> Result<Vec<Target>> {
+    let o = &ctx.options;
+    let dir = tempfile::Builder::new()
+        .prefix("pg-status-bench-lua-")
+        .tempdir()
+        .map_err(|e| Error::io("creating a directory for wrk scripts", e))?;
+    let mix_script = dir.path().join("mix.lua");
+    std::fs::write(&mix_script, MIX_LUA).map_err(|e| Error::io("writing mix.lua", e))?;
+    let oha = match tools::which("oha") {
+        Some(program) => {
+            Some(Oha { program, core: LOAD_CORE, connections: o.connections, rate: FIXED_RATE, duration: o.duration })
+        }
+        None => {
+            progress("oha is not installed: the fixed-rate point is skipped");
+            None
+        }
+    };
+    let tools = Tools {
+        wrk: Wrk { program: tools::require("wrk")?, core: LOAD_CORE, connections: o.connections, duration: o.duration },
+        oha,
+        mix_script,
+        _dir: dir,
+    };
+    let nginx_program = tools::require("nginx")?;
+
+    // A write the replicas have replayed: every min_lsn request can be answered by a replica.
+    let lsn = pg_status_tests::pg::format_lsn(pg_status_tests::pg::write_rows(cluster.primary(), 10)?);
+    cluster.wait_caught_up(std::time::Duration::from_secs(30))?;
+    let pg = ctx.start_pg_status(&cluster_hosts(cluster), std::time::Duration::from_secs(30))?;
+    // The replicas' replay of `lsn` must have been polled before /replica?min_lsn answers a replica.
+    std::thread::sleep(std::time::Duration::from_millis(crate::SLEEP_MS + 500));
+    check_paths(pg.addr(), &lsn)?;
+    let nginx = Nginx::start(&nginx_program, SERVER_CORE)?;
+
+    // Warm both servers up (connections, allocator) before measuring.
+    let warm = Wrk { duration: std::time::Duration::from_secs(1), ..tools.wrk.clone() };
+    warm.run(pg.addr(), "/master", &[], None)?;
+    warm.run(nginx.addr(), "/master", &[], None)?;
+
+    let sampler = Sampler::start(pg.pid(), std::time::Duration::from_millis(100), o.duration * 200);
+    let mut rows = Vec::new();
+    let mut targets = Vec::new();
+    for point in points(&lsn) {
+        let mut ours = Vec::new();
+        let mut theirs = Vec::new();
+        for round in 0..o.rounds {
+            progress(format!("{} (round {}/{})", point.name, round + 1, o.rounds));
+            // Alternate who goes first, so a slow drift of the machine's load favours neither.
+            let order = if round % 2 == 0 { [true, false] } else { [false, true] };
+            for is_ours in order {
+                let addr = if is_ours { pg.addr() } else { nginx.addr() };
+                if let Some(result) = measure(&tools, &point, addr)? {
+                    if is_ours {
+                        ours.push(result);
+                    } else {
+                        theirs.push(result);
+                    }
+                }
+            }
+        }
+        let (Some(a), Some(b)) = (report::median_by(&ours, |r| r.rps), report::median_by(&theirs, |r| r.rps)) else {
+            rows.push(vec![point.name.to_owned(), "skipped (oha missing)".into()]);
+            continue;
+        };
+        let ratio = if b.rps > 0.0 { a.rps / b.rps } else { 0.0 };
+        let faults = |r: &LoadResult| {
+            if r.non_2xx + r.errors == 0 {
+                String::new()
+            } else {
+                format!(" ({} non-2xx, {} errors)", r.non_2xx, r.errors)
+            }
+        };
+        rows.push(vec![
+            point.name.to_owned(),
+            format!("{}{}", rate(a.rps), faults(&a)),
+            ms(a.p50),
+            ms(a.p99),
+            format!("{}{}", rate(b.rps), faults(&b)),
+            ms(b.p99),
+            format!("{ratio:.2}"),
+        ]);
+        if let Some(want) = point.target_ratio {
+            targets.push(Target::new(
+                format!("{}: >= {want} x nginx", point.name),
+                format!("{ratio:.2} ({} vs {} req/s)", rate(a.rps), rate(b.rps)),
+                ratio >= want,
+            ));
+        }
+    }
+    let (peak_rss, peak_threads) = sampler.finish();
+    report.line("## HTTP");
+    report.line("");
+    report.line(format!(
+        "pg-status watching a primary and 2 streaming replicas; nginx 1 worker answering `return 200 \"127.0.0.1\"`. \
+         wrk: 1 thread, {} connections, {} s, `--latency`; oha: `-c {} -q {FIXED_RATE} --latency-correction`. \
+         min_lsn = {lsn} (replayed by both replicas).",
+        o.connections,
+        o.duration.as_secs(),
+        o.connections
+    ));
+    report.line("");
+    report.table(&["point", "pg-status req/s", "p50", "p99", "nginx req/s", "nginx p99", "pg-status / nginx"], &rows);
+    report.line(format!(
+        "pg-status under load: peak resident memory {} (VmHWM {}), at most {} threads.",
+        mib(peak_rss),
+        mib(procfs::peak_rss_kib(pg.pid()).unwrap_or(0)),
+        peak_threads
+    ));
+    report.line("");
+    targets.push(Target::new("under load: resident memory (reported, no target)", mib(peak_rss), true));
+    Ok(targets)
+}
