@@ -211,6 +211,5 @@ pub fn run(ctx: &Ctx, cluster: &Cluster, report: &mut Report) -> Result<Vec<Targ
         peak_threads
     ));
     report.line("");
-    targets.push(Target::new("under load: resident memory (reported, no target)", mib(peak_rss), true));
     Ok(targets)
 }
