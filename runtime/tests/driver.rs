@@ -73,10 +73,22 @@ fn read_exact(stream: &mut TcpStream, n: usize) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// The request code of PostgreSQL's SSLRequest.
+const SSL_REQUEST: i32 = 80877103;
+
 /// Serves one client until it terminates or disconnects.
 fn session(mut stream: TcpStream, behaviour: Behaviour, seen: &Seen) -> std::io::Result<()> {
-    let len = i32::from_be_bytes(read_exact(&mut stream, 4)?.try_into().unwrap_or_default());
-    read_exact(&mut stream, (len as usize).saturating_sub(4))?;
+    loop {
+        let len = i32::from_be_bytes(read_exact(&mut stream, 4)?.try_into().unwrap_or_default());
+        let body = read_exact(&mut stream, (len as usize).saturating_sub(4))?;
+        // An SSLRequest (sent under the default PGSSLMODE=prefer): decline as a server without TLS does, and
+        // read the real start-up message that follows.
+        if body.get(..4) == Some(&SSL_REQUEST.to_be_bytes()[..]) {
+            stream.write_all(b"N")?;
+            continue;
+        }
+        break;
+    }
     let mut hello = message(b'R', &0i32.to_be_bytes());
     hello.extend(message(b'Z', b"I"));
     stream.write_all(&hello)?;
