@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future;
 use pg_status_core::config::Config;
+use pg_status_core::metrics;
 use pg_status_core::monitor::{Action, Event, Monitor, PollError, PollErrorKind, PollId};
 use pg_status_core::observation::Observation;
 
 use crate::pg::{self, Session};
 use crate::poll::{self, Target};
-use crate::publish::{Published, RefreshRequests};
+use crate::publish::{MetricsReply, Published, RefreshRequests};
 use crate::rt::{LocalBoxFuture, Runtime};
 use crate::tls::PgTls;
 
@@ -56,6 +57,7 @@ enum Wake {
     Done(Box<Completion>),
     Timer,
     Refresh,
+    Metrics(MetricsReply),
     Stop,
 }
 
@@ -65,7 +67,8 @@ pub struct Driver<R: Runtime, L: EventLog> {
     monitor: Monitor,
     hosts: Vec<HostSlot>,
     published: Arc<Published>,
-    refresh: RefreshRequests,
+    /// Refresh and metrics requests of the HTTP side.
+    requests: RefreshRequests,
     log: L,
     /// Completions are boxed: a session is a few hundred bytes, and they pass through small enums.
     done_tx: async_channel::Sender<Box<Completion>>,
@@ -106,10 +109,10 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
                 in_flight: None,
             })
             .collect();
-        let (published, refresh) = Published::new(monitor.snapshot());
+        let (published, requests) = Published::new(monitor.snapshot());
         let (done_tx, done_rx) = async_channel::unbounded();
         let (stop_tx, stop_rx) = async_channel::bounded(1);
-        Driver { rt, monitor, hosts, published, refresh, log, done_tx, done_rx, stop_tx, stop_rx }
+        Driver { rt, monitor, hosts, published, requests, log, done_tx, done_rx, stop_tx, stop_rx }
     }
 
     /// Where snapshots are published, for request handlers: they load it and never lock.
@@ -143,9 +146,16 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
                 Wake::Stop
             };
             let refresh = async {
-                match self.refresh.0.recv().await {
+                match self.requests.refresh.recv().await {
                     Ok(()) => Wake::Refresh,
                     // The publication holds the sender, so this does not happen; never wake for it again.
+                    Err(_) => future::pending().await,
+                }
+            };
+            let metrics = async {
+                match self.requests.metrics.recv().await {
+                    Ok(reply) => Wake::Metrics(reply),
+                    // As above: the publication holds the sender.
                     Err(_) => future::pending().await,
                 }
             };
@@ -154,11 +164,17 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
                 timer.await;
                 Wake::Timer
             };
-            let wake = future::or(stop, future::or(done, future::or(timer, refresh))).await;
+            let wake = future::or(stop, future::or(done, future::or(timer, future::or(refresh, metrics)))).await;
             match wake {
                 Wake::Done(completion) => self.complete(*completion),
                 Wake::Timer => self.monitor.handle_timeout(self.rt.now()),
                 Wake::Refresh => self.monitor.request_refresh(self.rt.now()),
+                Wake::Metrics(reply) => {
+                    let snapshot = self.published.load();
+                    let text = metrics::render(&self.monitor, &snapshot, self.published.http_counters(), self.rt.now());
+                    // The asker may have given up waiting; then nobody needs the text.
+                    let _ = reply.try_send(text);
+                }
                 Wake::Stop => break,
             }
         }

@@ -2,31 +2,66 @@
 //!
 //! The snapshot is an `Arc` swapped atomically: a reader loads it with no lock and keeps a consistent view of
 //! every host for as long as it needs. Requests that may wait for fresher data (`wait_ms`) can also be woken
-//! at each new snapshot and can ask the poller to poll the replicas at once.
+//! at each new snapshot and can ask the poller to poll the replicas at once. The HTTP request counters live
+//! here too, and `/metrics` asks the poller, which owns the per-host statistics, to render them.
 
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Guard};
 use event_listener::{Event, EventListener};
 use pg_status_core::cluster::Snapshot;
+use pg_status_core::metrics::HttpCounters;
 
-/// The latest snapshot, a wake-up for each new one, and a way to ask for one sooner.
+/// Where the poller sends the rendered metrics of one `/metrics` request.
+pub(crate) type MetricsReply = async_channel::Sender<String>;
+
+/// How many `/metrics` requests may wait for the poller at once; more are answered 503 at once.
+const METRICS_QUEUE: usize = 8;
+
+/// The latest snapshot, a wake-up for each new one, a way to ask for one sooner, the HTTP request counters,
+/// and a way to ask the poller for the metrics.
 pub struct Published {
     snapshot: ArcSwap<Snapshot>,
     changed: Event,
     refresh: async_channel::Sender<()>,
+    http: HttpCounters,
+    metrics: async_channel::Sender<MetricsReply>,
 }
 
-/// The poller's end of refresh requests; many requests before the poller looks count as one.
-pub struct RefreshRequests(pub(crate) async_channel::Receiver<()>);
+/// The poller's end of the requests of the HTTP side: refreshes (many before the poller looks count as
+/// one) and `/metrics` renderings.
+pub struct RefreshRequests {
+    pub(crate) refresh: async_channel::Receiver<()>,
+    pub(crate) metrics: async_channel::Receiver<MetricsReply>,
+}
 
 impl Published {
-    /// Publishes `initial` and returns the shared publication with the receiver of refresh requests.
+    /// Publishes `initial` and returns the shared publication with the poller's end of its requests.
     pub fn new(initial: Snapshot) -> (Arc<Published>, RefreshRequests) {
         // One slot: a pending request already asks for everything a second one would.
-        let (refresh, requests) = async_channel::bounded(1);
-        let published = Published { snapshot: ArcSwap::from_pointee(initial), changed: Event::new(), refresh };
-        (Arc::new(published), RefreshRequests(requests))
+        let (refresh, refresh_requests) = async_channel::bounded(1);
+        let (metrics, metrics_requests) = async_channel::bounded(METRICS_QUEUE);
+        let published = Published {
+            snapshot: ArcSwap::from_pointee(initial),
+            changed: Event::new(),
+            refresh,
+            http: HttpCounters::default(),
+            metrics,
+        };
+        (Arc::new(published), RefreshRequests { refresh: refresh_requests, metrics: metrics_requests })
+    }
+
+    /// The HTTP answers counted so far, by route and status.
+    pub fn http_counters(&self) -> &HttpCounters {
+        &self.http
+    }
+
+    /// Asks the poller to render the metrics; `None` when no poller answers (none runs, too many requests
+    /// are waiting, or it is shutting down). The caller bounds the wait.
+    pub async fn metrics(&self) -> Option<String> {
+        let (reply, rendered) = async_channel::bounded(1);
+        self.metrics.try_send(reply).ok()?;
+        rendered.recv().await.ok()
     }
 
     /// The current snapshot.

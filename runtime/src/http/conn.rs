@@ -22,6 +22,7 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use smol_hyper::rt::FuturesIo;
 
+use super::metrics;
 use super::respond::{self, Plan};
 use super::OpenGuard;
 
@@ -187,8 +188,18 @@ pub(super) async fn serve(socket: Async<TcpStream>, guard: OpenGuard) {
     let io = FuturesIo::new(Watched { socket: socket.clone(), activity: activity.clone() });
     let handler = shared.clone();
     let held = activity.clone();
-    let service = service_fn(move |request| {
-        let answer = match respond::plan(&handler.published.load(), &handler.cursor, &request) {
+    let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+        if request.uri().path() == metrics::PATH {
+            let shared = handler.clone();
+            let holding = Holding::new(&held);
+            return Answer::Later(Box::pin(async move {
+                let response = metrics::answer(&shared.published, request.method()).await;
+                drop(holding);
+                response
+            }));
+        }
+        let published = &handler.published;
+        let answer = match respond::plan(&published.load(), &handler.cursor, published.http_counters(), &request) {
             Plan::Now(response) => Answer::Now(Some(response)),
             Plan::Wait(selection) => {
                 let holding = Holding::new(&held);

@@ -5,6 +5,7 @@
 //! stops accepting and lets the requests in progress finish within a bounded time.
 
 mod conn;
+pub mod metrics;
 mod respond;
 
 use std::cell::Cell;

@@ -13,7 +13,8 @@ use http_body_util::Full;
 use hyper::header::{HeaderValue, ACCEPT, ALLOW, CONTENT_TYPE};
 use hyper::{Request, StatusCode};
 use pg_status_core::cluster::Snapshot;
-use pg_status_core::http::{self, Body, Prepared, Response, Selection};
+use pg_status_core::http::{self, Body, Prepared, Response, Route, Selection};
+use pg_status_core::metrics::HttpCounters;
 
 use crate::publish::Published;
 
@@ -26,16 +27,24 @@ pub(crate) enum Plan {
 }
 
 /// Decides how to answer `request` from `snapshot`; `cursor` is the round-robin position of every connection.
-pub(crate) fn plan<B>(snapshot: &Snapshot, cursor: &AtomicUsize, request: &Request<B>) -> Plan {
+/// Answers given now are counted in `counters` (a held request is counted by [`wait`]).
+pub(crate) fn plan<B>(
+    snapshot: &Snapshot,
+    cursor: &AtomicUsize,
+    counters: &HttpCounters,
+    request: &Request<B>,
+) -> Plan {
     let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let accept = request.headers().get(ACCEPT).map(HeaderValue::as_bytes);
-    match http::prepare(snapshot, request.method().as_str(), target, accept) {
-        Prepared::Respond(response) => Plan::Now(convert(response)),
+    let response = match http::prepare(snapshot, request.method().as_str(), target, accept) {
+        Prepared::Respond(response) => response,
         Prepared::Select(selection) if selection.wait_ms == 0 || selection.satisfied(snapshot) => {
-            Plan::Now(convert(selection.answer(snapshot, cursor).1))
+            selection.answer(snapshot, cursor).1
         }
-        Prepared::Select(selection) => Plan::Wait(selection),
-    }
+        Prepared::Select(selection) => return Plan::Wait(selection),
+    };
+    counters.record(Route::from_path(request.uri().path()), response.status);
+    Plan::Now(convert(response))
 }
 
 /// How often, at most, waiting requests ask the poller for fresh replica data: often enough that a replica
@@ -43,7 +52,8 @@ pub(crate) fn plan<B>(snapshot: &Snapshot, cursor: &AtomicUsize, request: &Reque
 /// replicas with polls.
 const REFRESH_SPACING: Duration = Duration::from_millis(25);
 
-/// Waits until a snapshot satisfies `selection` or its `wait_ms` runs out, then answers from the latest one.
+/// Waits until a snapshot satisfies `selection` or its `wait_ms` runs out, then answers from the latest one
+/// (and counts the answer).
 /// While it waits it keeps asking the poller for fresh replica data, at most every [`REFRESH_SPACING`] for
 /// all requests together (`last_refresh` is shared by the HTTP thread).
 pub(crate) async fn wait(
@@ -72,7 +82,9 @@ pub(crate) async fn wait(
         };
         future::or(changed, pause).await;
     }
-    convert(selection.answer(&published.load(), cursor).1)
+    let response = selection.answer(&published.load(), cursor).1;
+    published.http_counters().record(Some(selection.route), response.status);
+    convert(response)
 }
 
 /// The core's answer as a hyper response.
