@@ -54,7 +54,7 @@ pub(crate) fn run() -> i32 {
     };
     let logger = Logger::new(config.log_level);
     for warning in &config.warnings {
-        log::err(format_args!("warning: {warning}"));
+        logger.warning(format_args!("{warning}"));
     }
 
     if let Err(e) = limits::raise_open_files() {
@@ -63,7 +63,7 @@ pub(crate) fn run() -> i32 {
     let signals = match Signals::register() {
         Ok(signals) => signals,
         Err(e) => {
-            logger.error(format_args!("cannot install the SIGTERM and SIGINT handlers: {e}"));
+            logger.fatal(format_args!("cannot install the SIGTERM and SIGINT handlers: {e}"));
             return EXIT_START;
         }
     };
@@ -86,12 +86,12 @@ pub(crate) fn run() -> i32 {
     let poller = match poller {
         Ok(handle) => handle,
         Err(e) => {
-            logger.error(format_args!("cannot start the poller thread: {e}"));
+            logger.fatal(format_args!("cannot start the poller thread: {e}"));
             return EXIT_START;
         }
     };
     let Ok(published) = published_rx.recv() else {
-        logger.error(format_args!("the poller thread ended before it started"));
+        logger.fatal(format_args!("the poller thread ended before it started"));
         return EXIT_START;
     };
 
@@ -99,13 +99,13 @@ pub(crate) fn run() -> i32 {
     let server = match HttpServer::new(listener, published, http_limits(&config), logger) {
         Ok(server) => server,
         Err(e) => {
-            logger.error(format_args!("cannot serve HTTP: {e}"));
+            logger.fatal(format_args!("cannot serve HTTP: {e}"));
             return EXIT_START;
         }
     };
     let address = server.local_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string());
     let names: Vec<&str> = config.hosts.iter().map(|h| h.name.as_str()).collect();
-    logger.notice(format_args!(
+    logger.info(format_args!(
         "pg-status {} listening on http://{address}, monitoring {} {}: {}",
         env!("CARGO_PKG_VERSION"),
         names.len(),
@@ -150,7 +150,7 @@ pub(crate) fn run() -> i32 {
     if poller.is_finished() && poller.join().is_err() {
         logger.error(format_args!("the poller thread failed"));
     }
-    logger.notice(format_args!("pg-status stopped"));
+    logger.info(format_args!("pg-status stopped"));
     0
 }
 

@@ -13,7 +13,15 @@ use pg_status_core::observation::Observation;
 
 use crate::driver::EventLog;
 
-/// Writes log lines to stdout and stderr, filtered by the configured level.
+/// Writes log lines to stdout and stderr, filtered by the configured level (`pg_status__log_level`):
+///
+/// - `debug`: everything below, and per-poll detail (host, iteration, duration, role and WAL positions or
+///   the error) and replica routes answered with the master or nothing for lack of a matching replica;
+/// - `info` (the default): the start-up and shutdown lines, host transitions, readiness and split brain on
+///   stdout; failed polls, warnings and errors on stderr;
+/// - `warning`: no info lines: split brain (stdout), failed polls, warnings and errors (stderr);
+/// - `error`: failed polls and errors only;
+/// - `fatal`: only what stops the program (a configuration it refuses, a port it cannot listen on).
 #[derive(Debug, Clone, Copy)]
 pub struct Logger {
     level: LogLevel,
@@ -25,53 +33,65 @@ impl Logger {
         Logger { level }
     }
 
-    /// A line that is always printed on stdout: start-up and shutdown.
-    pub fn notice(&self, line: fmt::Arguments<'_>) {
-        out(line);
+    /// Whether lines of `level` are printed.
+    pub fn enabled(&self, level: LogLevel) -> bool {
+        self.level <= level
     }
 
-    /// An informational line on stdout (host transitions and the like).
+    /// An informational line on stdout: start-up, shutdown, host transitions.
     pub fn info(&self, line: fmt::Arguments<'_>) {
-        if self.level <= LogLevel::Info {
+        if self.enabled(LogLevel::Info) {
             out(line);
         }
     }
 
     /// Detail for debugging, on stdout.
     pub fn debug(&self, line: fmt::Arguments<'_>) {
-        if self.level <= LogLevel::Debug {
+        if self.enabled(LogLevel::Debug) {
             out(line);
         }
     }
 
     /// A warning on stderr, prefixed with `warning: `.
     pub fn warning(&self, line: fmt::Arguments<'_>) {
-        if self.level <= LogLevel::Warning {
+        if self.enabled(LogLevel::Warning) {
             err(format_args!("warning: {line}"));
         }
     }
 
-    /// An error on stderr, prefixed with `error: `.
+    /// An error the program survives, on stderr, prefixed with `error: `.
     pub fn error(&self, line: fmt::Arguments<'_>) {
-        if self.level <= LogLevel::Error {
+        if self.enabled(LogLevel::Error) {
             err(format_args!("error: {line}"));
         }
+    }
+
+    /// An error that stops the program, on stderr, prefixed with `error: `; printed at every level.
+    pub fn fatal(&self, line: fmt::Arguments<'_>) {
+        err(format_args!("error: {line}"));
     }
 }
 
 impl EventLog for Logger {
     fn event(&mut self, event: &Event) {
-        if event.is_error() {
-            if self.level <= LogLevel::Error {
-                err(format_args!("{event}"));
+        match event {
+            Event::PollFailed { .. } => {
+                if self.enabled(LogLevel::Error) {
+                    err(format_args!("{event}"));
+                }
             }
-        } else {
-            self.info(format_args!("{event}"));
+            // Several hosts claiming to be master is worth a warning, but stays on stdout where it always was.
+            Event::SplitBrain { .. } | Event::SplitBrainEnded => {
+                if self.enabled(LogLevel::Warning) {
+                    out(format_args!("{event}"));
+                }
+            }
+            Event::Transition { .. } | Event::Ready => self.info(format_args!("{event}")),
         }
     }
 
     fn poll_finished(&mut self, host: &str, id: PollId, elapsed: Duration, result: &Result<Observation, PollError>) {
-        if self.level > LogLevel::Debug {
+        if !self.enabled(LogLevel::Debug) {
             return;
         }
         let ms = elapsed.as_secs_f64() * 1000.0;

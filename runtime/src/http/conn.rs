@@ -199,14 +199,26 @@ pub(super) async fn serve(socket: Async<TcpStream>, guard: OpenGuard) {
             }));
         }
         let published = &handler.published;
-        let answer = match respond::plan(&published.load(), &handler.cursor, published.http_counters(), &request) {
+        let answer = match respond::plan(
+            &published.load(),
+            &handler.cursor,
+            published.http_counters(),
+            &handler.logger,
+            &request,
+        ) {
             Plan::Now(response) => Answer::Now(Some(response)),
             Plan::Wait(selection) => {
                 let holding = Holding::new(&held);
                 let shared = handler.clone();
                 Answer::Later(Box::pin(async move {
-                    let response =
-                        respond::wait(&shared.published, &shared.cursor, &shared.last_refresh, selection).await;
+                    let response = respond::wait(
+                        &shared.published,
+                        &shared.cursor,
+                        &shared.last_refresh,
+                        &shared.logger,
+                        selection,
+                    )
+                    .await;
                     drop(holding);
                     response
                 }))

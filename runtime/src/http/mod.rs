@@ -77,6 +77,8 @@ struct Shared {
     /// Set, and `shutdown` notified, when the server stops.
     closing: Cell<bool>,
     shutdown: Event,
+    /// For debug lines about requests.
+    logger: Logger,
 }
 
 /// Counts one open connection for as long as it lives, however its task ends.
@@ -132,6 +134,7 @@ impl HttpServer {
             closed: Event::new(),
             closing: Cell::new(false),
             shutdown: Event::new(),
+            logger,
         });
         Ok(HttpServer { listener: Async::new(listener)?, shared, logger })
     }

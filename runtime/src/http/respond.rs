@@ -13,9 +13,12 @@ use http_body_util::Full;
 use hyper::header::{HeaderValue, ACCEPT, ALLOW, CONTENT_TYPE};
 use hyper::{Request, StatusCode};
 use pg_status_core::cluster::Snapshot;
+use pg_status_core::config::LogLevel;
 use pg_status_core::http::{self, Body, Prepared, Response, Route, Selection};
 use pg_status_core::metrics::HttpCounters;
+use pg_status_core::select::Choice;
 
+use crate::log::Logger;
 use crate::publish::Published;
 
 /// What to do with a request: answer at once, or wait for fresher data first.
@@ -32,6 +35,7 @@ pub(crate) fn plan<B>(
     snapshot: &Snapshot,
     cursor: &AtomicUsize,
     counters: &HttpCounters,
+    logger: &Logger,
     request: &Request<B>,
 ) -> Plan {
     let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
@@ -39,7 +43,9 @@ pub(crate) fn plan<B>(
     let response = match http::prepare(snapshot, request.method().as_str(), target, accept) {
         Prepared::Respond(response) => response,
         Prepared::Select(selection) if selection.wait_ms == 0 || selection.satisfied(snapshot) => {
-            selection.answer(snapshot, cursor).1
+            let (choice, response) = selection.answer(snapshot, cursor);
+            log_fallback(logger, snapshot, target, choice);
+            response
         }
         Prepared::Select(selection) => return Plan::Wait(selection),
     };
@@ -60,6 +66,7 @@ pub(crate) async fn wait(
     published: &Published,
     cursor: &AtomicUsize,
     last_refresh: &Cell<Option<Instant>>,
+    logger: &Logger,
     selection: Selection,
 ) -> hyper::Response<Full<Bytes>> {
     let deadline = Instant::now().checked_add(Duration::from_millis(selection.wait_ms));
@@ -82,9 +89,28 @@ pub(crate) async fn wait(
         };
         future::or(changed, pause).await;
     }
-    let response = selection.answer(&published.load(), cursor).1;
+    let snapshot = published.load();
+    let (choice, response) = selection.answer(&snapshot, cursor);
+    log_fallback(logger, &snapshot, selection.route.path(), choice);
     published.http_counters().record(Some(selection.route), response.status);
     convert(response)
+}
+
+/// At debug level, says when a replica route found no matching replica and answered the master or nothing.
+fn log_fallback(logger: &Logger, snapshot: &Snapshot, target: &str, choice: Choice) {
+    if !logger.enabled(LogLevel::Debug) {
+        return;
+    }
+    let name = |i: usize| snapshot.hosts.get(i).map_or("?", |h| &*h.id.name);
+    match choice {
+        Choice::Replica(_) => {}
+        Choice::Master(i) => {
+            logger.debug(format_args!("{target}: no replica matches; answered the master {}", name(i)))
+        }
+        Choice::Nothing => {
+            logger.debug(format_args!("{target}: no replica matches and there is no master; answered 404"))
+        }
+    }
 }
 
 /// The core's answer as a hyper response.
