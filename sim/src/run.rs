@@ -77,6 +77,8 @@ struct Observed {
     events: Vec<(u64, String)>,
     /// Loads the snapshot the driver published last (the driver's publication type stays its own business).
     snapshots: Option<Rc<dyn Fn() -> Arc<Snapshot>>>,
+    /// Asks the driver for fresh replica data, as a request with `wait_ms` does.
+    refresh: Option<Rc<dyn Fn()>>,
 }
 
 /// The driver's event log inside the simulation: timestamps in simulated ms, everything kept for the runner.
@@ -437,7 +439,9 @@ pub fn run_with(seed: u64, name: &str, options: Options) -> Result<Report, RunEr
             if late.is_zero() {
                 let driver = Driver::new(TurmoilRuntime, &config, log);
                 let published = driver.published();
+                let asks = published.clone();
                 observed.borrow_mut().snapshots = Some(Rc::new(move || arc_swap::Guard::into_inner(published.load())));
+                observed.borrow_mut().refresh = Some(Rc::new(move || asks.request_refresh()));
                 driver.run(std::future::pending::<()>()).await;
             } else {
                 let driver = Driver::new(LateTimers { inner: TurmoilRuntime, late }, &config, log);
@@ -519,6 +523,15 @@ pub fn run_with(seed: u64, name: &str, options: Options) -> Result<Report, RunEr
             line(&mut trace, now, "cluster", &text);
         }
 
+        if script.refresh_every_ms > 0 && now % script.refresh_every_ms < TICK_MS {
+            let refresh = observed.borrow().refresh.clone();
+            if let Some(refresh) = refresh {
+                refresh();
+                if verbose {
+                    line(&mut trace, now, "client", "asks for fresh replica data (wait_ms)");
+                }
+            }
+        }
         let stepped = world.sim.step();
         let now = u64::try_from(world.sim.elapsed().as_millis()).unwrap_or(u64::MAX);
         if let Some(message) = PANIC.with(|p| p.borrow_mut().take()) {

@@ -127,6 +127,8 @@ pub struct Script {
     pub calm_at_ms: u64,
     /// When the run ends, in ms.
     pub end_ms: u64,
+    /// Every this many ms a client asks for fresh replica data (as `wait_ms` requests do); 0 for never.
+    pub refresh_every_ms: u64,
 }
 
 /// The named scenarios, in the order `--scenario all` runs them.
@@ -261,7 +263,7 @@ pub fn build(name: &str, seed: u64) -> Result<Script, ScenarioError> {
     let last = a.last().map_or(t0, |(t, _)| *t);
     let calm_at_ms = last + period;
     let end_ms = calm_at_ms + calm_length(&settings);
-    Ok(Script { name: name.to_owned(), settings, actions: a, calm_at_ms, end_ms })
+    Ok(Script { name: name.to_owned(), settings, actions: a, calm_at_ms, end_ms, refresh_every_ms: 0 })
 }
 
 /// How long the calm phase lasts: long enough for every host to come back, with time to spare for checking.
@@ -334,7 +336,8 @@ fn swarm(rng: &mut Rng) -> Script {
     let last = actions.last().map_or(fault_end, |(t, _)| *t).max(fault_end);
     let calm_at_ms = last + 1;
     let end_ms = calm_at_ms + calm_length(&settings);
-    Script { name: "swarm".to_owned(), settings, actions, calm_at_ms, end_ms }
+    let refresh_every_ms = if rng.chance(0.5) { rng.range(10, 2 * period) } else { 0 };
+    Script { name: "swarm".to_owned(), settings, actions, calm_at_ms, end_ms, refresh_every_ms }
 }
 
 impl fmt::Display for Settings {
