@@ -51,7 +51,7 @@ fn one_request(stream: &mut TcpStream, addr: SocketAddr) -> Result<()> {
 }
 
 /// Opens `n` connections to `addr`, each after one request, and leaves them idle.
-fn open_idle(addr: SocketAddr, n: usize) -> Result<Vec<TcpStream>> {
+pub fn open_idle(addr: SocketAddr, n: usize) -> Result<Vec<TcpStream>> {
     let mut streams = Vec::with_capacity(n);
     for _ in 0..n {
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))

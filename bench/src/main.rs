@@ -39,7 +39,9 @@ const USAGE: &str = "usage: pg-status-bench [--quick] [--pg-status PATH] [--only
   --poll-window SECS  CPU measurement window of each polling point (default 20)
   --hosts LIST        host counts of the polling section (default 10,100,1000)
   --failover-rounds N fresh clusters for the failover section (default 3)
-  --out FILE          also write the report to FILE";
+  --out FILE          also write the report to FILE
+or: pg-status-bench fake-servers N SECS        (N fake PostgreSQL servers; prints pg_status__hosts)
+or: pg-status-bench idle-clients ADDR N SECS   (N idle keep-alive connections to ADDR)";
 
 /// What to run and for how long.
 #[derive(Debug, Clone)]
@@ -317,7 +319,53 @@ impl Target {
     }
 }
 
+/// `pg-status-bench fake-servers N SECS`: starts N fake PostgreSQL servers on core [`LOAD_CORE`], prints the
+/// matching `pg_status__hosts` value, and serves for SECS seconds (for profiling pg-status by hand).
+fn fake_servers(args: &[String]) -> Result<()> {
+    let usage = || Error::Usage("usage: pg-status-bench fake-servers N SECS".into());
+    let [n, secs] = args else { return Err(usage()) };
+    let n: usize = n.parse().map_err(|_| usage())?;
+    let secs: u64 = secs.parse().map_err(|_| usage())?;
+    pg_status_tests::net::raise_nofile_limit(4 * n as u64 + 1024)?;
+    let fleet = fakepg::Fleet::start(n, LOAD_CORE)?;
+    let hosts: Vec<String> = fleet.addrs().iter().map(ToString::to_string).collect();
+    println!("{}", hosts.join(","));
+    std::thread::sleep(Duration::from_secs(secs.min(3600)));
+    Ok(())
+}
+
+/// `pg-status-bench idle-clients ADDR N SECS`: opens N keep-alive connections to ADDR, one request each, and
+/// holds them idle for SECS seconds (for profiling pg-status's memory by hand).
+fn idle_clients(args: &[String]) -> Result<()> {
+    let usage = || Error::Usage("usage: pg-status-bench idle-clients ADDR N SECS".into());
+    let [addr, n, secs] = args else { return Err(usage()) };
+    let addr: std::net::SocketAddr = addr.parse().map_err(|_| usage())?;
+    if !addr.ip().is_loopback() {
+        return Err(Error::Usage(format!("{addr}: only loopback addresses are loaded")));
+    }
+    let n: usize = n.parse().map_err(|_| usage())?;
+    let secs: u64 = secs.parse().map_err(|_| usage())?;
+    pg_status_tests::net::raise_nofile_limit(n as u64 + 1024)?;
+    let streams = footprint::open_idle(addr, n)?;
+    println!("{} idle connections open", streams.len());
+    std::thread::sleep(Duration::from_secs(secs.min(3600)));
+    Ok(())
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let tool: Option<fn(&[String]) -> Result<()>> = match args.first().map(String::as_str) {
+        Some("fake-servers") => Some(fake_servers),
+        Some("idle-clients") => Some(idle_clients),
+        _ => None,
+    };
+    if let Some(tool) = tool {
+        if let Err(e) = tool(&args[1..]) {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+        return;
+    }
     let options = match parse_args() {
         Ok(o) => o,
         Err(e) => {
