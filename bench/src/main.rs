@@ -319,6 +319,9 @@ impl Target {
     }
 }
 
+/// A helper command: its arguments in, success or the error to print out.
+type Tool = fn(&[String]) -> Result<()>;
+
 /// `pg-status-bench fake-servers N SECS`: starts N fake PostgreSQL servers on core [`LOAD_CORE`], prints the
 /// matching `pg_status__hosts` value, and serves for SECS seconds (for profiling pg-status by hand).
 fn fake_servers(args: &[String]) -> Result<()> {
@@ -354,7 +357,7 @@ fn idle_clients(args: &[String]) -> Result<()> {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let tool: Option<fn(&[String]) -> Result<()>> = match args.first().map(String::as_str) {
+    let tool: Option<Tool> = match args.first().map(String::as_str) {
         Some("fake-servers") => Some(fake_servers),
         Some("idle-clients") => Some(idle_clients),
         _ => None,
