@@ -245,11 +245,20 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 /// Returns `Ok(false)` when the connection stayed open and silent for the whole time.
 pub fn closed_within(stream: &mut TcpStream, timeout: Duration) -> Result<bool> {
     stream.set_read_timeout(Some(timeout)).map_err(|e| Error::Http(e.to_string()))?;
+    let deadline = Instant::now() + timeout;
     let mut byte = [0u8; 1024];
-    match stream.read(&mut byte) {
-        Ok(0) => Ok(true),
-        Ok(_) => Ok(true),
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(false),
-        Err(_) => Ok(true),
+    loop {
+        match stream.read(&mut byte) {
+            Ok(_) => return Ok(true),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(false);
+                }
+                stream.set_read_timeout(Some(left)).map_err(|e| Error::Http(e.to_string()))?;
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return Ok(false),
+            Err(_) => return Ok(true),
+        }
     }
 }

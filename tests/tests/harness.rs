@@ -83,10 +83,13 @@ fn echo_server(prefix: &'static str) -> SocketAddr {
             let Ok(mut stream) = stream else { continue };
             std::thread::spawn(move || {
                 let mut buf = [0u8; 1024];
-                while let Ok(n) = stream.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
+                loop {
+                    let n = match stream.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(_) => break,
+                    };
                     let mut reply = prefix.as_bytes().to_vec();
                     reply.extend_from_slice(&buf[..n]);
                     if stream.write_all(&reply).is_err() {
@@ -102,8 +105,12 @@ fn echo_server(prefix: &'static str) -> SocketAddr {
 fn exchange(stream: &mut TcpStream, msg: &str) -> std::io::Result<String> {
     stream.write_all(msg.as_bytes())?;
     let mut buf = [0u8; 1024];
-    let n = stream.read(&mut buf)?;
-    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    loop {
+        match stream.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other.map(|n| String::from_utf8_lossy(&buf[..n]).into_owned()),
+        }
+    }
 }
 
 fn connect(proxy: &Proxy) -> TcpStream {
@@ -143,6 +150,7 @@ fn proxy_forwards_switches_freezes_cuts_and_restores() {
     while got.len() < 3 && start.elapsed() < Duration::from_secs(3) {
         let mut buf = [0u8; 64];
         match c3.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Ok(0) | Err(_) => break,
             Ok(n) => got.push_str(&String::from_utf8_lossy(&buf[..n])),
         }
