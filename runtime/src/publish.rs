@@ -13,7 +13,7 @@ use pg_status_core::cluster::Snapshot;
 use pg_status_core::metrics::HttpCounters;
 
 /// Where the poller sends the rendered metrics of one `/metrics` request.
-pub(crate) type MetricsReply = async_channel::Sender<String>;
+pub type MetricsReply = async_channel::Sender<String>;
 
 /// How many `/metrics` requests may wait for the poller at once; more are answered 503 at once.
 const METRICS_QUEUE: usize = 8;
@@ -33,6 +33,14 @@ pub struct Published {
 pub struct RefreshRequests {
     pub(crate) refresh: async_channel::Receiver<()>,
     pub(crate) metrics: async_channel::Receiver<MetricsReply>,
+}
+
+impl RefreshRequests {
+    /// The next `/metrics` request, for a poller other than the driver (which waits on it by itself);
+    /// fails once the publication is gone.
+    pub async fn metrics_request(&self) -> Result<MetricsReply, async_channel::RecvError> {
+        self.metrics.recv().await
+    }
 }
 
 impl Published {
@@ -84,5 +92,48 @@ impl Published {
     /// Asks the poller to poll the replicas as soon as it can (no effect when no poller listens).
     pub fn request_refresh(&self) {
         let _ = self.refresh.try_send(());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use pg_status_core::config::Config;
+    use pg_status_core::monitor::Monitor;
+
+    use super::*;
+
+    fn published() -> (Arc<Published>, RefreshRequests) {
+        let config = Config::from_vars([("pg_status__hosts", "db1")]).expect("valid configuration");
+        Published::new(Monitor::new(&config, Instant::now()).snapshot())
+    }
+
+    #[test]
+    fn metrics_come_from_whoever_holds_the_requests() {
+        let (published, requests) = published();
+        let answered = futures_lite::future::block_on(futures_lite::future::zip(published.metrics(), async {
+            let reply = requests.metrics.recv().await.expect("a request");
+            reply.try_send("rendered".to_owned()).expect("the asker waits");
+        }));
+        assert_eq!(answered.0.as_deref(), Some("rendered"));
+    }
+
+    #[test]
+    fn metrics_are_none_without_a_poller() {
+        let (published, requests) = published();
+        drop(requests);
+        assert_eq!(futures_lite::future::block_on(published.metrics()), None);
+    }
+
+    #[test]
+    fn waiting_scrapes_are_bounded() {
+        let (published, _requests) = published();
+        // Nobody answers: the queue fills up, and the next request is refused at once.
+        let mut waiting: Vec<_> = (0..METRICS_QUEUE).map(|_| Box::pin(published.metrics())).collect();
+        for w in &mut waiting {
+            assert!(futures_lite::future::block_on(futures_lite::future::poll_once(w)).is_none());
+        }
+        assert_eq!(futures_lite::future::block_on(published.metrics()), None);
     }
 }
