@@ -990,7 +990,7 @@ fn check_selection(
 /// Target `http_request`. Input: a request and a snapshot, see [`decode_http`].
 ///
 /// Checks: the snapshot derived from the hosts elects the master of DESIGN 4 and shows the lag and flags
-/// of DESIGN 1 and 3; [`http::handle`] never panics and answers each route as DESIGN 0 and 5-7 say (status,
+/// of DESIGN 1 and 3, and [`Snapshot::update`] after one host changed gives the same snapshot; [`http::handle`] never panics and answers each route as DESIGN 0 and 5-7 say (status,
 /// content type, body; every JSON body parses); a selection route hands out only an alive replica that
 /// satisfies the request's filters as read from the query, healthy before possibly dead, the closest by
 /// locality, in round-robin order or the most synchronous, and otherwise the elected master or 404; a
@@ -1006,6 +1006,18 @@ pub fn check_http_request(data: &[u8]) {
     let inputs: Vec<HostInput<'_>> =
         case.hosts.iter().zip(&ids).map(|(h, id)| HostInput { id, health: h.health, last: h.last.as_ref() }).collect();
     let snapshot = Snapshot::derive(case.ready, &inputs, case.settings);
+
+    // An incremental update after one host changed equals a full derivation: each host in turn starts from
+    // "not polled yet" in a not-ready snapshot whose /hosts document was already rendered.
+    for changed in 0..inputs.len() {
+        let mut earlier = inputs.clone();
+        earlier[changed] = HostInput { id: &ids[changed], health: Health::Unknown, last: None };
+        let mut updated = Snapshot::derive(false, &earlier, case.settings);
+        let _ = updated.hosts_json();
+        updated.update(case.ready, &inputs, changed);
+        assert_eq!(updated, snapshot, "Snapshot::update after host {changed} changed");
+        assert_eq!(updated.hosts_json(), snapshot.hosts_json(), "/hosts after updating host {changed}");
+    }
 
     let master = reference_master(&case);
     assert_eq!(snapshot.master, master, "elected master");
