@@ -509,9 +509,13 @@ impl Oracle {
         if true_master != self.true_master {
             if let Some(m) = true_master {
                 // Start-up is not a failover: only a change from one known master to another is timed.
+                // Nor is a change where the previous master still answers as master (a returning old master
+                // winning a split brain by host order): only losing the master is a failover.
+                let lost =
+                    |last: usize| truth.nodes.get(last).is_none_or(|n| !(n.answering && n.role == NodeRole::Master));
                 self.pending = self
                     .last_true_master
-                    .filter(|&last| last != m && master != Some(m))
+                    .filter(|&last| last != m && master != Some(m) && lost(last))
                     .map(|_| PendingFailover { to: m, since_ms: truth.stable_since_ms });
                 self.last_true_master = Some(m);
             }
