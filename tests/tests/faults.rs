@@ -202,3 +202,35 @@ fn a_possibly_dead_replica_is_avoided_while_a_healthy_one_matches() {
     p1.restore();
     c.finish();
 }
+
+#[test]
+fn failover_from_a_hung_master_within_the_bound() {
+    let Some(bins) = postgres_or_skip("failover_from_a_hung_master_within_the_bound") else { return };
+    let cluster = Cluster::start(&bins, ClusterOptions::with_replicas(1)).expect("cluster");
+    let (m, r) = (cluster.node(0), cluster.node(1));
+    let a = Proxy::start(m.addr()).expect("proxy a");
+    let b = Proxy::start(r.addr()).expect("proxy b");
+    let (ah, bh) = (a.host(), b.host());
+    let p = start_ready(for_proxies(&[&a, &b]).timing(SLEEP_MS, QUERY_TIMEOUT_MS, MAX_FAILS));
+    common::settle(&p, "/master", &ah);
+    common::settle(&p, "/replica", &bh);
+    // The master hangs (t0), then the replica is promoted (t1): /master must name the new master no later
+    // than max(t0, t1) + sleep_ms + query_timeout_ms (DESIGN's failover invariant), plus scheduling slack.
+    let t0 = Instant::now();
+    a.freeze();
+    r.promote().expect("promote");
+    let t1 = Instant::now();
+    let bound = ms(SLEEP_MS + QUERY_TIMEOUT_MS) + SLACK;
+    p.wait_for_body("/master", &bh, bound).expect("/master names the promoted replica");
+    let took = t1.elapsed();
+    assert!(took <= bound, "/master followed {took:?} after the promotion ({:?} after the hang)", t0.elapsed());
+    // The hung old master is possibly dead by then, and dead after max_fails deadlines.
+    let out = p.stdout();
+    out.wait_for_line(&format!("{ah}: possible dead"), SLACK).expect("possible dead");
+    out.wait_for_line(&format!("{ah}: dead"), ms(MAX_FAILS as u64 * (SLEEP_MS + QUERY_TIMEOUT_MS)) + SLACK)
+        .expect("dead");
+    out.wait_for_line(&format!("{bh}: master"), SLACK).expect("b: master line");
+    assert_eq!(common::plain_200(&p, "/master"), bh);
+    let r = p.get("/replica").expect("replica");
+    assert_eq!((r.status, r.text()), (200, bh.clone()), "no replica left: /replica answers the master");
+}
