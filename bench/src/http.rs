@@ -72,7 +72,16 @@ struct Tools {
     _dir: tempfile::TempDir,
 }
 
-fn measure(tools: &Tools, point: &Point, addr: SocketAddr) -> Result<Option<LoadResult>> {
+/// Runs one load point against the server at `addr` whose answering process is `pid`, and adds the CPU
+/// time that process used during the run (robust to a shared machine, unlike requests per second).
+fn measure(tools: &Tools, point: &Point, addr: SocketAddr, pid: u32) -> Result<Option<LoadResult>> {
+    let before = procfs::cpu_time(pid)?;
+    let result = run_load(tools, point, addr)?;
+    let used = procfs::cpu_time(pid)?.since(&before);
+    Ok(result.map(|r| LoadResult { server_cpu: Some(std::time::Duration::from_nanos(used.sched_ns)), ..r }))
+}
+
+fn run_load(tools: &Tools, point: &Point, addr: SocketAddr) -> Result<Option<LoadResult>> {
     match &point.load {
         Load::Wrk { path, headers, script } => {
             let script = script.as_ref().map(|args| (tools.mix_script.as_path(), args.as_slice()));
@@ -135,6 +144,8 @@ pub fn run(ctx: &Ctx, cluster: &Cluster, report: &mut Report) -> Result<Vec<Targ
     std::thread::sleep(std::time::Duration::from_millis(crate::SLEEP_MS + 500));
     check_paths(pg.addr(), &lsn)?;
     let nginx = Nginx::start(&nginx_program, SERVER_CORE)?;
+    let nginx_worker =
+        nginx.worker_pid().ok_or_else(|| Error::Unexpected("nginx's worker process was not found".into()))?;
 
     // Warm both servers up (connections, allocator) before measuring.
     let warm = Wrk { duration: std::time::Duration::from_secs(1), ..tools.wrk.clone() };
@@ -152,8 +163,8 @@ pub fn run(ctx: &Ctx, cluster: &Cluster, report: &mut Report) -> Result<Vec<Targ
             // Alternate who goes first, so a slow drift of the machine's load favours neither.
             let order = if round % 2 == 0 { [true, false] } else { [false, true] };
             for is_ours in order {
-                let addr = if is_ours { pg.addr() } else { nginx.addr() };
-                if let Some(result) = measure(&tools, &point, addr)? {
+                let (addr, pid) = if is_ours { (pg.addr(), pg.pid()) } else { (nginx.addr(), nginx_worker) };
+                if let Some(result) = measure(&tools, &point, addr, pid)? {
                     if is_ours {
                         ours.push(result);
                     } else {
@@ -174,19 +185,27 @@ pub fn run(ctx: &Ctx, cluster: &Cluster, report: &mut Report) -> Result<Vec<Targ
                 format!(" ({} non-2xx, {} errors)", r.non_2xx, r.errors)
             }
         };
+        let cpu = |r: &LoadResult| r.cpu_us_per_request().map_or("-".to_owned(), |us| format!("{us:.1} us"));
+        let cpu_ratio = match (a.cpu_us_per_request(), b.cpu_us_per_request()) {
+            (Some(x), Some(y)) if x > 0.0 => format!("{:.2}", y / x),
+            _ => "-".into(),
+        };
         rows.push(vec![
             point.name.to_owned(),
             format!("{}{}", rate(a.rps), faults(&a)),
             ms(a.p50),
             ms(a.p99),
+            cpu(&a),
             format!("{}{}", rate(b.rps), faults(&b)),
             ms(b.p99),
+            cpu(&b),
             format!("{ratio:.2}"),
+            cpu_ratio.clone(),
         ]);
         if let Some(want) = point.target_ratio {
             targets.push(Target::new(
                 format!("{}: >= {want} x nginx", point.name),
-                format!("{ratio:.2} ({} vs {} req/s)", rate(a.rps), rate(b.rps)),
+                format!("{ratio:.2} ({} vs {} req/s; CPU ratio {cpu_ratio})", rate(a.rps), rate(b.rps)),
                 ratio >= want,
             ));
         }
@@ -197,7 +216,9 @@ pub fn run(ctx: &Ctx, cluster: &Cluster, report: &mut Report) -> Result<Vec<Targ
     report.line(format!(
         "pg-status watching a primary and 2 streaming replicas; nginx 1 worker answering `return 200 \"127.0.0.1\"`. \
          wrk: 1 thread, {} connections, {} s, `--latency`; oha: `-c {} -q {FIXED_RATE} --latency-correction`. \
-         min_lsn = {lsn} (replayed by both replicas).",
+         min_lsn = {lsn} (replayed by both replicas). 'req/s ratio' is pg-status / nginx; 'CPU ratio' is nginx's \
+         CPU time per request / pg-status's (the server's own CPU time from the scheduler over the run), which \
+         stays meaningful when other work shares the core.",
         o.connections,
         o.duration.as_secs(),
         o.connections

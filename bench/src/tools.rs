@@ -61,6 +61,16 @@ pub struct LoadResult {
     pub non_2xx: u64,
     /// Connect, read, write and timeout errors together.
     pub errors: u64,
+    /// CPU time the server process used during the run, when it was measured.
+    pub server_cpu: Option<Duration>,
+}
+
+impl LoadResult {
+    /// The server's CPU time per completed request, in microseconds, when it was measured.
+    pub fn cpu_us_per_request(&self) -> Option<f64> {
+        let cpu = self.server_cpu?;
+        (self.requests > 0).then(|| cpu.as_secs_f64() * 1e6 / self.requests as f64)
+    }
 }
 
 /// What wrk is asked to do.
@@ -212,6 +222,7 @@ pub fn parse_oha(text: &str) -> Result<LoadResult> {
         requests: count(&|_| true),
         non_2xx: count(&|c| !(200..400).contains(&c)),
         errors,
+        server_cpu: None,
     })
 }
 
