@@ -93,3 +93,38 @@ fn one_session_per_host_reused_then_recycled_by_age() {
     }
     c.finish();
 }
+
+#[test]
+fn default_sleep_ms_polls_every_five_seconds() {
+    let Some(bins) = postgres_or_skip("default_sleep_ms_polls_every_five_seconds") else { return };
+    let cluster = Cluster::start(&bins, ClusterOptions::with_replicas(0)).expect("cluster");
+    let m = cluster.node(0);
+    // Only the HTTP settings: every polling parameter keeps its default (sleep_ms 5000).
+    let p = start_ready(
+        pg_status_tests::PgStatusBuilder::new(&common::bin()).expect("builder").hosts(&[(m.host(), m.port())]),
+    );
+    common::settle(&p, "/master", &m.host());
+    let writer =
+        pg_status_tests::pg::Writer::start(m, 5, Duration::from_millis(50), Duration::from_secs(30)).expect("writer");
+    let start = Instant::now();
+    let mut changes = Vec::new();
+    let mut last = p.host_entry(&m.host()).expect("entry")["lsn"].clone();
+    while start.elapsed() < Duration::from_millis(7500) {
+        let lsn = p.host_entry(&m.host()).expect("entry")["lsn"].clone();
+        if lsn != last {
+            changes.push(start.elapsed());
+            last = lsn;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    writer.stop();
+    // The WAL moves all the time, but the published position only changes once per poll: once or twice in
+    // 7.5 s with a 5 s interval (never every 100 ms).
+    assert!(
+        (1..=2).contains(&changes.len()),
+        "the master's lsn changed at {changes:?}: want one change per default 5 s poll"
+    );
+    if let [a, b] = changes[..] {
+        assert!(b - a >= Duration::from_millis(4500), "polls {:?} apart, want about 5 s", b - a);
+    }
+}
