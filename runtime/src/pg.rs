@@ -20,7 +20,7 @@ use crate::tls::PgTls;
 /// otherwise hold the socket forever.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// An open connection to one host. Dropping it closes the connection (within [`CLOSE_GRACE`]).
+/// An open connection to one host. Dropping it closes the connection (within a second: `CLOSE_GRACE`).
 pub struct Session {
     client: Client,
     /// Dropped together with the client; its closing tells the connection task to stop waiting for the server.
