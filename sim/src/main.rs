@@ -5,11 +5,12 @@
 //! Without `--scenario` the swarm runs. `--scenario all` runs every named scenario and the swarm. With
 //! `--seeds COUNT`, seeds N..N+COUNT run and only a summary is printed (failures with their replay command,
 //! and the failover detection latencies). A run that breaks an invariant prints the command that replays it
-//! and the program exits with status 1.
+//! and the program exits with status 1. `--late-timers-ms` runs the driver on a deliberately broken runtime
+//! whose timers fire late, to see what a failure looks like.
 
 use std::process::ExitCode;
 
-use pg_status_sim::run::{run, Report};
+use pg_status_sim::run::{run_with, Options, Report};
 use pg_status_sim::scenario::NAMED;
 
 struct Args {
@@ -17,12 +18,14 @@ struct Args {
     scenario: String,
     trace: bool,
     seeds: Option<u64>,
+    late_timers_ms: u64,
 }
 
-const USAGE: &str = "usage: pg-status-sim --seed N [--scenario NAME|all|swarm] [--trace] [--seeds COUNT]";
+const USAGE: &str = "usage: pg-status-sim --seed N [--scenario NAME|all|swarm] [--trace] [--seeds COUNT] \
+                     [--late-timers-ms MS (a deliberately broken runtime, to see a failure)]";
 
 fn parse() -> Result<Args, String> {
-    let mut args = Args { seed: 0, scenario: "swarm".to_owned(), trace: false, seeds: None };
+    let mut args = Args { seed: 0, scenario: "swarm".to_owned(), trace: false, seeds: None, late_timers_ms: 0 };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
@@ -30,6 +33,10 @@ fn parse() -> Result<Args, String> {
             "--seed" => args.seed = value("--seed")?.parse().map_err(|e| format!("--seed: {e}"))?,
             "--scenario" => args.scenario = value("--scenario")?,
             "--trace" => args.trace = true,
+            "--late-timers-ms" => {
+                args.late_timers_ms =
+                    value("--late-timers-ms")?.parse().map_err(|e| format!("--late-timers-ms: {e}"))?
+            }
             "--seeds" => args.seeds = Some(value("--seeds")?.parse().map_err(|e| format!("--seeds: {e}"))?),
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
@@ -63,7 +70,7 @@ fn main() -> ExitCode {
     let mut failed = false;
     for scenario in &scenarios {
         let Some(count) = args.seeds else {
-            match run(args.seed, scenario, args.trace) {
+            match run_with(args.seed, scenario, Options { verbose: args.trace, late_timers_ms: args.late_timers_ms }) {
                 Ok(report) => {
                     for line in &report.trace {
                         println!("{line}");
@@ -81,7 +88,7 @@ fn main() -> ExitCode {
         let mut ratios = Vec::new();
         let mut failures = 0;
         for seed in args.seed..args.seed.saturating_add(count) {
-            match run(seed, scenario, false) {
+            match run_with(seed, scenario, Options { verbose: false, late_timers_ms: args.late_timers_ms }) {
                 Ok(report) => {
                     latencies.extend(report.failover_latencies.iter().copied());
                     ratios.extend(report.failover_latencies.iter().map(|&l| l * 100 / report.failover_bound_ms));

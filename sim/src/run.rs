@@ -56,6 +56,8 @@ pub struct Report {
     pub failover_latencies: Vec<u64>,
     /// The failover bound of this run's settings without network delay: sleep_ms + query_timeout_ms.
     pub failover_bound_ms: u64,
+    /// The run's deliberately late timers (see [`Options::late_timers_ms`]), for the replay command.
+    pub late_timers_ms: u64,
 }
 
 impl Report {
@@ -66,7 +68,9 @@ impl Report {
 
     /// The command that replays this run with its full trace.
     pub fn replay_command(&self) -> String {
-        format!("cargo run -p pg-status-sim -- --seed {} --scenario {} --trace", self.seed, self.scenario)
+        let late =
+            if self.late_timers_ms > 0 { format!(" --late-timers-ms {}", self.late_timers_ms) } else { String::new() };
+        format!("cargo run -p pg-status-sim -- --seed {} --scenario {} --trace{late}", self.seed, self.scenario)
     }
 }
 
@@ -603,5 +607,6 @@ pub fn run_with(seed: u64, name: &str, options: Options) -> Result<Report, RunEr
         violations: oracle.violations().to_vec(),
         failover_latencies: latencies,
         failover_bound_ms: bound,
+        late_timers_ms: options.late_timers_ms,
     })
 }
