@@ -12,7 +12,7 @@ use tokio_postgres::config::SslMode as WireMode;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::rt::Runtime;
-use crate::tls::PgTls;
+use crate::tls::{HandshakeError, PgTls};
 
 /// How long a closed session may take to say goodbye to its server before its socket is dropped regardless.
 ///
@@ -37,9 +37,10 @@ pub fn login(user: &str, password: &str, database: &str) -> tokio_postgres::Conf
 /// Opens a session with `host:port`: TCP through the runtime, TLS as `tls` says, then PostgreSQL's start-up
 /// and authentication.
 ///
-/// With `PGSSLMODE=allow` a session the server refuses over plain TCP (an authorization error, as a
-/// `hostssl`-only `pg_hba.conf` gives) is tried once more over TLS, on a new connection. The caller bounds
-/// the time this takes; dropping the future abandons the attempt and closes the socket.
+/// As libpq does, `PGSSLMODE=prefer` retries without TLS on a new connection when the TLS handshake fails,
+/// and `allow` retries with TLS when the server refuses the plain session with an authorization error (as a
+/// `hostssl`-only `pg_hba.conf` does). The caller bounds the time this takes; dropping the future abandons
+/// the attempt and closes the socket.
 pub async fn open<R: Runtime>(
     rt: &R,
     host: &str,
@@ -50,19 +51,35 @@ pub async fn open<R: Runtime>(
     if let Some(reason) = tls.broken_reason() {
         return Err(PollError::new(PollErrorKind::Connect, reason));
     }
-    match tls.mode() {
-        SslMode::Disable => open_as(rt, host, port, login, tls, WireMode::Disable).await,
-        SslMode::Prefer => open_as(rt, host, port, login, tls, WireMode::Prefer).await,
-        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
-            open_as(rt, host, port, login, tls, WireMode::Require).await
-        }
-        SslMode::Allow => match open_as(rt, host, port, login, tls, WireMode::Disable).await {
-            Err(plain) if plain.kind == PollErrorKind::Auth => open_as(rt, host, port, login, tls, WireMode::Require)
-                .await
-                .map_err(|e| PollError::new(e.kind, format!("{} (without TLS: {})", e.message, plain.message))),
+    let attempt = |mode| open_as(rt, host, port, login, tls, mode);
+    let second = |first: Attempt, mode, without: &'static str| async move {
+        attempt(mode).await.map_err(|e| {
+            let message = format!("{} ({without}: {})", e.error.message, first.error.message);
+            Attempt { error: PollError::new(e.error.kind, message), handshake_failed: e.handshake_failed }
+        })
+    };
+    let result = match tls.mode() {
+        SslMode::Disable => attempt(WireMode::Disable).await,
+        SslMode::Prefer => match attempt(WireMode::Prefer).await {
+            Err(first) if first.handshake_failed => second(first, WireMode::Disable, "with TLS").await,
             other => other,
         },
-    }
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => attempt(WireMode::Require).await,
+        SslMode::Allow => match attempt(WireMode::Disable).await {
+            Err(first) if first.error.kind == PollErrorKind::Auth => {
+                second(first, WireMode::Require, "without TLS").await
+            }
+            other => other,
+        },
+    };
+    result.map_err(|a| a.error)
+}
+
+/// A failed connection attempt.
+struct Attempt {
+    error: PollError,
+    /// The TLS handshake failed (not the server declining TLS, nor anything after the handshake).
+    handshake_failed: bool,
 }
 
 /// One connection attempt with tokio-postgres' TLS mode `mode`.
@@ -73,14 +90,18 @@ async fn open_as<R: Runtime>(
     login: &tokio_postgres::Config,
     tls: &PgTls,
     mode: WireMode,
-) -> Result<Session, PollError> {
+) -> Result<Session, Attempt> {
     let stream = rt.connect(host, port).await.map_err(|e| {
         let shown = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
-        PollError::new(PollErrorKind::Connect, format!("cannot connect to {shown}: {e}"))
+        let error = PollError::new(PollErrorKind::Connect, format!("cannot connect to {shown}: {e}"));
+        Attempt { error, handshake_failed: false }
     })?;
     let mut login = login.clone();
     login.ssl_mode(mode);
-    let (client, connection) = login.connect_raw(stream, tls.handshake(host)).await.map_err(|e| startup_error(&e))?;
+    let (client, connection) = login
+        .connect_raw(stream, tls.handshake(host))
+        .await
+        .map_err(|e| Attempt { error: startup_error(&e), handshake_failed: HandshakeError::caused(&e) })?;
     let (alive, closed) = async_channel::bounded::<()>(1);
     let task_rt = rt.clone();
     rt.spawn(Box::pin(async move {

@@ -5,15 +5,13 @@
 //! |---|---|
 //! | `disable` | plain TCP only |
 //! | `allow` | plain first; when the server refuses the plain session (an authorization error such as a `hostssl`-only `pg_hba.conf`), a second connection with TLS |
-//! | `prefer` (default) | TLS when the server offers it, plain when it does not |
+//! | `prefer` (default) | TLS when the server offers it, plain when it does not or when the TLS handshake fails (a second connection) |
 //! | `require` | TLS or nothing |
 //! | `verify-ca` | TLS; the server's chain must lead to a root in `PGSSLROOTCERT`; the host name is not checked |
 //! | `verify-full` | as `verify-ca`, and the certificate must name the host (DNS name or IP address) as written in `pg_status__hosts` |
 //!
 //! In `allow`, `prefer` and `require` the certificate is not checked, unless `PGSSLROOTCERT` is given: then
-//! the chain is checked as in `verify-ca` (libpq does the same when its root file exists). Unlike libpq,
-//! `prefer` does not retry without TLS after a failed handshake: only a server that declines TLS gets a plain
-//! session.
+//! the chain is checked as in `verify-ca` (libpq does the same when its root file exists).
 //!
 //! `PGSSLCERT` and `PGSSLKEY` (PEM) give a client certificate for mutual TLS in every mode that uses TLS.
 //! `PGSSLCRL` (PEM, one or more CRLs) is checked whenever the server's chain is verified: the server's own
@@ -339,24 +337,36 @@ pub struct Handshake {
     checks_name: bool,
 }
 
+/// A failed TLS handshake (as opposed to a server that declines TLS), so `prefer` can retry without TLS.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct HandshakeError(#[from] io::Error);
+
+impl HandshakeError {
+    /// Whether tokio-postgres failed because a TLS handshake of ours failed.
+    pub(crate) fn caused(error: &tokio_postgres::Error) -> bool {
+        std::error::Error::source(error).is_some_and(|cause| cause.is::<HandshakeError>())
+    }
+}
+
 impl<S> TlsConnect<S> for Handshake
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     type Stream = TlsStream<S>;
-    type Error = io::Error;
-    type Future = LocalBoxFuture<io::Result<TlsStream<S>>>;
+    type Error = HandshakeError;
+    type Future = LocalBoxFuture<Result<TlsStream<S>, HandshakeError>>;
 
     fn connect(self, stream: S) -> Self::Future {
         Box::pin(async move {
             let Some(client) = self.client else {
-                return Err(io::Error::other("TLS is not configured (PGSSLMODE=disable)"));
+                return Err(io::Error::other("TLS is not configured (PGSSLMODE=disable)").into());
             };
             let name = match self.name {
                 Ok(name) => name,
                 // Only verify-full needs the name; elsewhere any name will do (no SNI for an IP address).
                 Err(_) if !self.checks_name => ServerName::IpAddress(IpAddr::V4(Ipv4Addr::UNSPECIFIED).into()),
-                Err(reason) => return Err(io::Error::new(io::ErrorKind::InvalidInput, reason)),
+                Err(reason) => return Err(io::Error::new(io::ErrorKind::InvalidInput, reason).into()),
             };
             let stream = tokio_rustls::TlsConnector::from(client).connect(name, stream).await?;
             Ok(TlsStream(stream))

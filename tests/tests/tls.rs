@@ -149,6 +149,30 @@ fn tls_verify_ca_rejects_a_server_of_another_authority() {
 }
 
 #[test]
+fn tls_prefer_falls_back_to_plain_after_a_failed_handshake() {
+    let Some(t) = tls_cluster("tls_prefer_falls_back_to_plain_after_a_failed_handshake") else { return };
+    let other = t.files.make_ca("other").expect("another CA");
+    // With a root file, prefer checks the chain (as libpq does); it fails, so a plain session follows.
+    let p = t.builder().env("PGSSLMODE", "prefer").env("PGSSLROOTCERT", path(&other.cert)).spawn().expect("spawn");
+    connects(&p, &t.host());
+    let (tls, plain) = t.pg_status_sessions();
+    assert!(tls == 0 && plain >= 1, "prefer after a failed handshake: {tls} over TLS, {plain} plain");
+    drop(p);
+
+    // A user the server accepts only over TLS: both attempts fail, and the error tells both stories.
+    let p = t
+        .builder()
+        .env("pg_status__pg_user", TLS_ONLY_USER)
+        .env("pg_status__pg_password", TLS_USER_PASSWORD)
+        .env("PGSSLMODE", "prefer")
+        .env("PGSSLROOTCERT", path(&other.cert))
+        .spawn()
+        .expect("spawn");
+    let line = fails_with(&p, "pg_hba.conf");
+    assert!(line.contains("with TLS: ") && line.contains("invalid peer certificate"), "{line}");
+}
+
+#[test]
 fn tls_client_certificate_for_clientcert_verify_full() {
     let Some(t) = tls_cluster("tls_client_certificate_for_clientcert_verify_full") else { return };
     let client = t.files.client_cert(&t.files.ca(), "client", CLIENT_CERT_USER).expect("client certificate");
