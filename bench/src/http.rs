@@ -174,7 +174,9 @@ pub fn run(ctx: &Ctx, cluster: &Cluster, report: &mut Report) -> Result<Vec<Targ
             }
         }
         let (Some(a), Some(b)) = (report::median_by(&ours, |r| r.rps), report::median_by(&theirs, |r| r.rps)) else {
-            rows.push(vec![point.name.to_owned(), "skipped (oha missing)".into()]);
+            let mut row = vec![point.name.to_owned(), "skipped: oha is not installed".to_owned()];
+            row.resize(10, String::new());
+            rows.push(row);
             continue;
         };
         let ratio = if b.rps > 0.0 { a.rps / b.rps } else { 0.0 };
@@ -224,7 +226,21 @@ pub fn run(ctx: &Ctx, cluster: &Cluster, report: &mut Report) -> Result<Vec<Targ
         o.connections
     ));
     report.line("");
-    report.table(&["point", "pg-status req/s", "p50", "p99", "nginx req/s", "nginx p99", "pg-status / nginx"], &rows);
+    report.table(
+        &[
+            "point",
+            "pg-status req/s",
+            "p50",
+            "p99",
+            "CPU/request",
+            "nginx req/s",
+            "nginx p99",
+            "nginx CPU/request",
+            "req/s ratio",
+            "CPU ratio",
+        ],
+        &rows,
+    );
     report.line(format!(
         "pg-status under load: peak resident memory {} (VmHWM {}), at most {} threads.",
         mib(peak_rss),
