@@ -204,7 +204,7 @@ fn idle_primary_does_not_make_caught_up_replicas_late() {
     let before = m.current_wal_lsn().expect("lsn");
     never_late(&mut c, &p, &[&r1h, &r2h], Duration::from_millis(2 * SYNC_MS), "idle");
     // WAL without a transaction, as the server writes by itself when idle: a checkpoint record.
-    for i in 1..=3 {
+    for i in 1..=5 {
         m.execute("CHECKPOINT").expect("checkpoint");
         never_late(&mut c, &p, &[&r1h, &r2h], Duration::from_millis(400), &format!("idle, after CHECKPOINT #{i}"));
     }
