@@ -215,8 +215,18 @@ pub fn parse_oha(text: &str) -> Result<LoadResult> {
         .and_then(serde_json::Value::as_object)
         .map(|m| m.values().filter_map(serde_json::Value::as_u64).sum())
         .unwrap_or(0);
+    // oha's requestsPerSec counts failed attempts too: count answered requests over the run's length.
+    let total =
+        number("/summary/total").filter(|t| *t > 0.0).ok_or_else(|| bad(format!("no summary.total in {json}")))?;
+    let answered = count(&|_| true);
+    if answered == 0 {
+        return Err(bad(format!(
+            "no request was answered: {errors} errors, {}",
+            json.pointer("/errorDistribution").map(ToString::to_string).unwrap_or_default()
+        )));
+    }
     Ok(LoadResult {
-        rps: number("/summary/requestsPerSec").ok_or_else(|| bad(format!("no requestsPerSec in {json}")))?,
+        rps: answered as f64 / total,
         p50: seconds("/latencyPercentiles/p50")?,
         p99: seconds("/latencyPercentiles/p99")?,
         requests: count(&|_| true),
@@ -348,11 +358,11 @@ Transfer/sec:     10.00MB
 
     #[test]
     fn oha_summary_is_read() {
-        let text = r#"{"summary":{"successRate":1.0,"requestsPerSec":19999.5},
+        let text = r#"{"summary":{"successRate":1.0,"total":0.5,"requestsPerSec":19999.5},
             "latencyPercentiles":{"p50":0.0001,"p99":0.002},
             "statusCodeDistribution":{"200":100,"404":2},"errorDistribution":{"timeout":1}}"#;
         let r = parse_oha(text).unwrap();
-        assert_eq!(r.rps, 19999.5);
+        assert_eq!(r.rps, 204.0);
         assert_eq!(r.p99, Duration::from_millis(2));
         assert_eq!((r.requests, r.non_2xx, r.errors), (102, 2, 1));
     }
