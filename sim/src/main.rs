@@ -19,13 +19,15 @@ struct Args {
     trace: bool,
     seeds: Option<u64>,
     late_timers_ms: u64,
+    ssl_mode: Option<&'static str>,
 }
 
 const USAGE: &str = "usage: pg-status-sim --seed N [--scenario NAME|all|swarm] [--trace] [--seeds COUNT] \
-                     [--late-timers-ms MS (a deliberately broken runtime, to see a failure)]";
+                     [--sslmode disable|prefer|allow] [--late-timers-ms MS (a deliberately broken runtime, to see a failure)]";
 
 fn parse() -> Result<Args, String> {
-    let mut args = Args { seed: 0, scenario: "swarm".to_owned(), trace: false, seeds: None, late_timers_ms: 0 };
+    let mut args =
+        Args { seed: 0, scenario: "swarm".to_owned(), trace: false, seeds: None, late_timers_ms: 0, ssl_mode: None };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
@@ -36,6 +38,15 @@ fn parse() -> Result<Args, String> {
             "--late-timers-ms" => {
                 args.late_timers_ms =
                     value("--late-timers-ms")?.parse().map_err(|e| format!("--late-timers-ms: {e}"))?
+            }
+            "--sslmode" => {
+                let mode = value("--sslmode")?;
+                args.ssl_mode = Some(match mode.as_str() {
+                    "disable" => "disable",
+                    "prefer" => "prefer",
+                    "allow" => "allow",
+                    other => return Err(format!("--sslmode: {other:?} is not disable, prefer or allow")),
+                });
             }
             "--seeds" => args.seeds = Some(value("--seeds")?.parse().map_err(|e| format!("--seeds: {e}"))?),
             "-h" | "--help" => return Err(USAGE.to_owned()),
@@ -70,7 +81,11 @@ fn main() -> ExitCode {
     let mut failed = false;
     for scenario in &scenarios {
         let Some(count) = args.seeds else {
-            match run_with(args.seed, scenario, Options { verbose: args.trace, late_timers_ms: args.late_timers_ms }) {
+            match run_with(
+                args.seed,
+                scenario,
+                Options { verbose: args.trace, late_timers_ms: args.late_timers_ms, ssl_mode: args.ssl_mode },
+            ) {
                 Ok(report) => {
                     for line in &report.trace {
                         println!("{line}");
@@ -88,7 +103,11 @@ fn main() -> ExitCode {
         let mut ratios = Vec::new();
         let mut failures = 0;
         for seed in args.seed..args.seed.saturating_add(count) {
-            match run_with(seed, scenario, Options { verbose: false, late_timers_ms: args.late_timers_ms }) {
+            match run_with(
+                seed,
+                scenario,
+                Options { verbose: false, late_timers_ms: args.late_timers_ms, ssl_mode: args.ssl_mode },
+            ) {
                 Ok(report) => {
                     latencies.extend(report.failover_latencies.iter().copied());
                     ratios.extend(report.failover_latencies.iter().map(|&l| l * 100 / report.failover_bound_ms));

@@ -114,6 +114,8 @@ pub struct Oracle {
     pending: Option<PendingFailover>,
     /// Measured failover detection latencies, in ms.
     pub failover_latencies: Vec<u64>,
+    /// Hosts whose connection count already broke the bound.
+    conn_reported: Vec<bool>,
 }
 
 /// The answers the oracle asks for at every snapshot, with the ones a trace shows.
@@ -128,7 +130,8 @@ pub struct Answers {
 impl Oracle {
     /// An oracle for hosts `names` under `settings`.
     pub fn new(names: Vec<String>, settings: Settings) -> Oracle {
-        let hosts = vec![HostRef::default(); names.len()];
+        let n = names.len();
+        let hosts = vec![HostRef::default(); n];
         Oracle {
             names,
             settings,
@@ -139,6 +142,7 @@ impl Oracle {
             last_true_master: None,
             pending: None,
             failover_latencies: Vec::new(),
+            conn_reported: vec![false; n],
         }
     }
 
@@ -469,7 +473,11 @@ impl Oracle {
                     "{}: {} connections accepted after {at_ms} ms with {} failures (bound {bound})",
                     self.names[i], n.connections, self.hosts[i].failures
                 );
-                self.violate(at_ms, "connections per host <= 1 + elapsed/conn_max_age + failures", detail);
+                // Once per host: the count only grows from here, and the first excess is the one to replay.
+                if !self.conn_reported[i] {
+                    self.conn_reported[i] = true;
+                    self.violate(at_ms, "connections per host <= 1 + elapsed/conn_max_age + failures", detail);
+                }
             }
         }
 
@@ -589,6 +597,7 @@ mod tests {
             sync_max_lag_bytes: 1000,
             net_delay_ms: 1,
             timeline_policy: false,
+            ssl_mode: "disable",
         }
     }
 

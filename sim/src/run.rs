@@ -58,6 +58,8 @@ pub struct Report {
     pub failover_bound_ms: u64,
     /// The run's deliberately late timers (see [`Options::late_timers_ms`]), for the replay command.
     pub late_timers_ms: u64,
+    /// The run's `PGSSLMODE` when it was not drawn from the seed, for the replay command.
+    pub ssl_mode: Option<&'static str>,
 }
 
 impl Report {
@@ -68,9 +70,16 @@ impl Report {
 
     /// The command that replays this run with its full trace.
     pub fn replay_command(&self) -> String {
-        let late =
-            if self.late_timers_ms > 0 { format!(" --late-timers-ms {}", self.late_timers_ms) } else { String::new() };
-        format!("cargo run -p pg-status-sim -- --seed {} --scenario {} --trace{late}", self.seed, self.scenario)
+        let mut command =
+            format!("cargo run -p pg-status-sim -- --seed {} --scenario {} --trace", self.seed, self.scenario);
+        if let Some(mode) = self.ssl_mode {
+            command.push_str(" --sslmode ");
+            command.push_str(mode);
+        }
+        if self.late_timers_ms > 0 {
+            command.push_str(&format!(" --late-timers-ms {}", self.late_timers_ms));
+        }
+        command
     }
 }
 
@@ -336,7 +345,7 @@ fn config(script: &Script, names: &[String]) -> Result<Config, ConfigError> {
         ("pg_status__sync_max_lag_ms", s.sync_max_lag_ms.to_string()),
         ("pg_status__sync_max_lag_bytes", s.sync_max_lag_bytes.to_string()),
         ("pg_status__split_brain", if s.timeline_policy { "timeline" } else { "host_order" }.to_owned()),
-        ("PGSSLMODE", "disable".to_owned()),
+        ("PGSSLMODE", s.ssl_mode.to_owned()),
     ];
     Config::from_vars(vars)
 }
@@ -370,7 +379,7 @@ fn describe_poll(names: &[String], p: &PollRecord) -> String {
 /// Runs scenario `name` with `seed`. With `verbose`, the trace also shows every poll and the cluster's state
 /// once a second.
 pub fn run(seed: u64, name: &str, verbose: bool) -> Result<Report, RunError> {
-    run_with(seed, name, Options { verbose, late_timers_ms: 0 })
+    run_with(seed, name, Options { verbose, ..Options::default() })
 }
 
 /// How to run a simulation.
@@ -381,6 +390,8 @@ pub struct Options {
     /// Make the sidecar's timers fire this much late: a deliberately broken runtime, to show that the
     /// oracle notices (0 for the real thing).
     pub late_timers_ms: u64,
+    /// `PGSSLMODE` instead of the one drawn from the seed (`disable`, `prefer`, `allow`).
+    pub ssl_mode: Option<&'static str>,
 }
 
 /// The turmoil runtime with timers that fire late by a fixed amount (see [`Options::late_timers_ms`]).
@@ -414,7 +425,10 @@ impl Runtime for LateTimers {
 pub fn run_with(seed: u64, name: &str, options: Options) -> Result<Report, RunError> {
     let verbose = options.verbose;
     install_panic_hook();
-    let script = scenario::build(name, seed)?;
+    let mut script = scenario::build(name, seed)?;
+    if let Some(mode) = options.ssl_mode {
+        script.settings.ssl_mode = mode;
+    }
     let s = script.settings;
     let mut rng = Rng::new(seed).fork();
     let cluster: SharedCluster = Rc::new(RefCell::new(Cluster::new(s.nodes, &mut rng)));
@@ -608,5 +622,6 @@ pub fn run_with(seed: u64, name: &str, options: Options) -> Result<Report, RunEr
         failover_latencies: latencies,
         failover_bound_ms: bound,
         late_timers_ms: options.late_timers_ms,
+        ssl_mode: options.ssl_mode,
     })
 }

