@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the pg-status benchmark in one command: installs what it needs (wrk, nginx and taskset from Debian's
+# Runs the pg-status benchmark in one command: installs what it needs (wrk, nginx, taskset and strace from Debian's
 # packages, PostgreSQL 15 for the real cluster, oha from crates.io for the fixed-rate point), builds the
 # release binary and the benchmark driver, and prints the Markdown report (also written to
 # target/bench-report.md). Arguments go to the driver:
@@ -19,6 +19,7 @@ missing=()
 command -v wrk >/dev/null || missing+=(wrk)
 command -v nginx >/dev/null || missing+=(nginx)
 command -v taskset >/dev/null || missing+=(util-linux)
+command -v strace >/dev/null || missing+=(strace)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "missing: ${missing[*]}; install them with: sudo apt-get install ${missing[*]}" >&2

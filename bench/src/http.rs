@@ -219,6 +219,23 @@ pub fn run(ctx: &Ctx, cluster: &Cluster, report: &mut Report) -> Result<Vec<Targ
         }
     }
     let (peak_rss, peak_threads) = sampler.finish();
+    let syscalls = match tools::which("strace") {
+        Some(strace) => {
+            progress("system calls per request under /master load (strace -c)");
+            let count = |addr: SocketAddr, pid: u32| -> Result<tools::Syscalls> {
+                let load = Wrk { duration: std::time::Duration::from_secs(6), ..tools.wrk.clone() };
+                std::thread::scope(|scope| {
+                    let running = scope.spawn(|| load.run(addr, "/master", &[], None));
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                    let counted = tools::count_syscalls(&strace, pid, std::time::Duration::from_secs(3));
+                    let _ = running.join();
+                    counted
+                })
+            };
+            Some((count(pg.addr(), pg.pid())?, count(nginx.addr(), nginx_worker)?))
+        }
+        None => None,
+    };
     report.line("## HTTP");
     report.line("");
     report.line(format!(
@@ -247,6 +264,17 @@ pub fn run(ctx: &Ctx, cluster: &Cluster, report: &mut Report) -> Result<Vec<Targ
         ],
         &rows,
     );
+    if let Some((ours, theirs)) = &syscalls {
+        report.line(format!(
+            "System calls per answered request under `/master` load (`strace -c -f`, which slows both servers but \
+             not what they call): pg-status {:.2} ({}); nginx {:.2} ({}).",
+            ours.per_answer(),
+            ours.breakdown(8),
+            theirs.per_answer(),
+            theirs.breakdown(8)
+        ));
+        report.line("");
+    }
     report.line(format!(
         "pg-status under load: peak resident memory {} (VmHWM {}), at most {} threads.",
         mib(peak_rss),

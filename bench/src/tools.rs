@@ -363,6 +363,23 @@ Transfer/sec:     10.00MB
     }
 
     #[test]
+    fn strace_summary_is_read() {
+        let text = "% time     seconds  usecs/call     calls    errors syscall
+------ ----------- ----------- --------- --------- ----------------
+ 74.74    0.804329          18     44033           writev
+ 23.00    0.247501           5     44033       120 recvfrom
+  2.26    0.024335          54       446           epoll_wait
+------ ----------- ----------- --------- --------- ----------------
+100.00    1.076165          12     88512       120 total
+";
+        let s = parse_strace(text).unwrap();
+        assert_eq!(s.answers, 44033);
+        assert_eq!(s.errors, 120);
+        assert!((s.per_answer() - 88512.0 / 44033.0).abs() < 1e-9);
+        assert_eq!(s.breakdown(1), "writev 1.00");
+    }
+
+    #[test]
     fn oha_summary_is_read() {
         let text = r#"{"summary":{"successRate":1.0,"total":0.5,"requestsPerSec":19999.5},
             "latencyPercentiles":{"p50":0.0001,"p99":0.002},
@@ -373,4 +390,95 @@ Transfer/sec:     10.00MB
         assert_eq!(r.p99, Duration::from_millis(2));
         assert_eq!((r.requests, r.non_2xx, r.errors), (102, 2, 1));
     }
+}
+
+/// System calls a process made per answered request while under load, counted by `strace -c -f`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Syscalls {
+    /// Answers sent (calls of `sendto`, `sendmsg`, `writev` and `write`).
+    pub answers: u64,
+    /// Every system call, `(name, calls)`, most frequent first.
+    pub calls: Vec<(String, u64)>,
+    /// Calls that failed with `EAGAIN` and the like, across all system calls.
+    pub errors: u64,
+}
+
+impl Syscalls {
+    /// All system calls per answer.
+    pub fn per_answer(&self) -> f64 {
+        if self.answers == 0 {
+            return 0.0;
+        }
+        self.calls.iter().map(|(_, n)| *n).sum::<u64>() as f64 / self.answers as f64
+    }
+
+    /// The most frequent calls per answer, as `name x.xx` items.
+    pub fn breakdown(&self, top: usize) -> String {
+        let answers = self.answers.max(1) as f64;
+        self.calls
+            .iter()
+            .take(top)
+            .map(|(name, n)| format!("{name} {:.2}", *n as f64 / answers))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Counts the system calls of `pid` (all its threads) for `window` with `strace -c -f`. The caller keeps the
+/// process under load meanwhile.
+pub fn count_syscalls(strace: &Path, pid: u32, window: Duration) -> Result<Syscalls> {
+    let out = tempfile::NamedTempFile::new().map_err(|e| Error::io("creating a file for strace", e))?;
+    let mut child = Command::new(strace)
+        .args(["-c", "-f", "-p", &pid.to_string(), "-o"])
+        .arg(out.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| Error::Tool { tool: "strace".into(), detail: format!("cannot start: {e}") })?;
+    std::thread::sleep(window);
+    // strace prints its summary when interrupted.
+    if let Ok(spid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: kill has no memory-safety preconditions; the pid is our own unreaped child.
+        unsafe { libc::kill(spid, libc::SIGINT) };
+    }
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(out.path()).map_err(|e| Error::io("reading strace's summary", e))?;
+    parse_strace(&text)
+}
+
+/// Reads the summary table of `strace -c`.
+pub fn parse_strace(text: &str) -> Result<Syscalls> {
+    let mut result = Syscalls::default();
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        // "% time  seconds  usecs/call  calls  errors  syscall", errors may be empty.
+        let (calls, errors, name) = match words.as_slice() {
+            [_, _, _, calls, errors, name] => (calls, Some(errors), name),
+            [_, _, _, calls, name] => (calls, None, name),
+            _ => continue,
+        };
+        let (Ok(calls), Some(first)) = (calls.parse::<u64>(), words.first()) else { continue };
+        if first.parse::<f64>().is_err() || *name == "total" {
+            continue;
+        }
+        result.errors += errors.and_then(|e| e.parse::<u64>().ok()).unwrap_or(0);
+        if ["sendto", "sendmsg", "writev", "write"].contains(name) {
+            result.answers += calls;
+        }
+        result.calls.push(((*name).to_owned(), calls));
+    }
+    if result.calls.is_empty() {
+        return Err(Error::Parse { tool: "strace".into(), detail: format!("no summary table in {text:?}") });
+    }
+    result.calls.sort_by_key(|c| std::cmp::Reverse(c.1));
+    Ok(result)
 }
