@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use crate::config::SplitBrainPolicy;
 use crate::lsn::Lsn;
@@ -103,6 +104,8 @@ pub struct Snapshot {
     pub settings: Settings,
     /// The elected master's WAL position that the replicas' lag was measured against.
     master_lsn: Option<Lsn>,
+    /// The elected master's newest WAL sample, whose arrival re-derives every replica.
+    master_sample: Option<(Instant, Lsn)>,
     hosts_json: OnceLock<Arc<str>>,
 }
 
@@ -113,6 +116,15 @@ impl PartialEq for Snapshot {
             && self.master == other.master
             && self.settings == other.settings
     }
+}
+
+/// When a host's observation was taken and, for a master, where its WAL stood at its recent polls.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostTimes<'a> {
+    /// When the last observation arrived.
+    pub observed_at: Option<Instant>,
+    /// `(when, pg_current_wal_lsn)` of the host's recent polls as master, oldest first.
+    pub wal_history: &'a [(Instant, Lsn)],
 }
 
 /// What the derivation needs to know about one host.
@@ -129,26 +141,48 @@ pub struct HostInput<'a> {
 impl Snapshot {
     /// Derives a snapshot from each host's health and last observation.
     pub fn derive(ready: bool, hosts: &[HostInput<'_>], settings: Settings) -> Snapshot {
+        Snapshot::derive_timed(ready, hosts, &[], settings)
+    }
+
+    /// Derives a snapshot using also when each observation was taken (`times`, by host index; missing entries
+    /// mean unknown), which bounds a replica's time lag by the master's WAL history.
+    pub fn derive_timed(ready: bool, hosts: &[HostInput<'_>], times: &[HostTimes<'_>], settings: Settings) -> Snapshot {
         let master = elect_master(hosts, settings.split_brain);
-        let master_lsn = master.and_then(|m| hosts[m].last).and_then(|o| o.current_lsn);
-        let hosts = hosts.iter().map(|h| host_status(h, master_lsn, &settings)).collect();
-        Snapshot { ready, hosts, master, settings, master_lsn, hosts_json: OnceLock::new() }
+        let reference = Reference::of(master, hosts, times);
+        let hosts = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| host_status(h, times.get(i).copied().unwrap_or_default(), &reference, &settings))
+            .collect();
+        Snapshot {
+            ready,
+            hosts,
+            master,
+            settings,
+            master_lsn: reference.lsn,
+            master_sample: reference.history.last().copied(),
+            hosts_json: OnceLock::new(),
+        }
     }
 
     /// Brings the snapshot up to date after host `changed` got a new health or observation. Only that host is
     /// re-derived unless the election or the master's WAL position moved, which changes every replica's lag.
     /// Returns true when every host was re-derived.
-    pub fn update(&mut self, ready: bool, hosts: &[HostInput<'_>], changed: usize) -> bool {
+    pub fn update(&mut self, ready: bool, hosts: &[HostInput<'_>], times: &[HostTimes<'_>], changed: usize) -> bool {
         let master = elect_master(hosts, self.settings.split_brain);
-        let master_lsn = master.and_then(|m| hosts[m].last).and_then(|o| o.current_lsn);
+        let reference = Reference::of(master, hosts, times);
         self.ready = ready;
         self.hosts_json = OnceLock::new();
-        if master != self.master || master_lsn != self.master_lsn || hosts.len() != self.hosts.len() {
-            *self = Snapshot::derive(ready, hosts, self.settings);
+        if master != self.master
+            || reference.lsn != self.master_lsn
+            || reference.history.last() != self.master_sample.as_ref()
+            || hosts.len() != self.hosts.len()
+        {
+            *self = Snapshot::derive_timed(ready, hosts, times, self.settings);
             return true;
         }
         if let (Some(slot), Some(input)) = (self.hosts.get_mut(changed), hosts.get(changed)) {
-            *slot = host_status(input, master_lsn, &self.settings);
+            *slot = host_status(input, times.get(changed).copied().unwrap_or_default(), &reference, &self.settings);
         }
         false
     }
@@ -212,7 +246,22 @@ fn elect_master(hosts: &[HostInput<'_>], policy: SplitBrainPolicy) -> Option<usi
     pick(Health::Alive).or_else(|| pick(Health::PossiblyDead))
 }
 
-fn host_status(h: &HostInput<'_>, master_lsn: Option<Lsn>, settings: &Settings) -> HostStatus {
+/// What replicas are measured against: the elected master's WAL position and recent history.
+struct Reference<'a> {
+    lsn: Option<Lsn>,
+    history: &'a [(Instant, Lsn)],
+}
+
+impl<'a> Reference<'a> {
+    fn of(master: Option<usize>, hosts: &[HostInput<'_>], times: &[HostTimes<'a>]) -> Reference<'a> {
+        Reference {
+            lsn: master.and_then(|m| hosts[m].last).and_then(|o| o.current_lsn),
+            history: master.and_then(|m| times.get(m)).map_or(&[], |t| t.wal_history),
+        }
+    }
+}
+
+fn host_status(h: &HostInput<'_>, times: HostTimes<'_>, reference: &Reference<'_>, settings: &Settings) -> HostStatus {
     let usable = h.last.filter(|_| matches!(h.health, Health::Alive | Health::PossiblyDead));
     let Some(obs) = usable else {
         return HostStatus {
@@ -229,7 +278,7 @@ fn host_status(h: &HostInput<'_>, master_lsn: Option<Lsn>, settings: &Settings) 
     };
     let (lag_ms, lag_bytes) = match obs.role {
         Role::Master => (0, 0),
-        Role::Replica => replica_lag(obs, master_lsn),
+        Role::Replica => replica_lag(obs, times.observed_at, reference),
     };
     HostStatus {
         id: h.id.clone(),
@@ -246,12 +295,27 @@ fn host_status(h: &HostInput<'_>, master_lsn: Option<Lsn>, settings: &Settings) 
 
 /// Lag of a replica (DESIGN 3): bytes behind the furthest known WAL position, and the replay delay unless it
 /// has replayed everything the master had at its last poll.
-fn replica_lag(obs: &Observation, master_lsn: Option<Lsn>) -> (u64, u64) {
+///
+/// The replay delay is the age of the last replayed commit, which on a quiet master says nothing about
+/// lag: WAL without commits (a checkpoint record) makes a replica that is milliseconds behind look minutes
+/// late. So it is also bounded by the master's history: a replica that has replayed what the master had at
+/// time t is at most `observed_at - t` behind.
+fn replica_lag(obs: &Observation, observed_at: Option<Instant>, reference: &Reference<'_>) -> (u64, u64) {
     let replay = obs.replay_lsn.unwrap_or_default();
-    let reference = master_lsn.max(obs.receive_lsn).unwrap_or(replay);
-    let lag_bytes = reference.bytes_after(replay);
-    let caught_up = master_lsn.is_some_and(|m| obs.replay_lsn.is_some_and(|r| r >= m));
-    let lag_ms = if caught_up { 0 } else { obs.replay_delay_ms.unwrap_or(0) };
+    let furthest = reference.lsn.max(obs.receive_lsn).unwrap_or(replay);
+    let lag_bytes = furthest.bytes_after(replay);
+    let raw_ms = obs.replay_delay_ms.unwrap_or(0);
+    let lag_ms = match (reference.lsn, obs.replay_lsn) {
+        (Some(m), Some(r)) if r >= m => 0,
+        (_, Some(r)) => {
+            let bound = observed_at.and_then(|seen| {
+                let (at, _) = reference.history.iter().rev().find(|(_, lsn)| *lsn <= r)?;
+                Some(u64::try_from(seen.saturating_duration_since(*at).as_millis()).unwrap_or(u64::MAX))
+            });
+            bound.map_or(raw_ms, |b| raw_ms.min(b))
+        }
+        _ => raw_ms,
+    };
     (lag_ms, lag_bytes)
 }
 

@@ -149,8 +149,9 @@ pub fn render(monitor: &Monitor, snapshot: &Snapshot, http: &HttpCounters, now: 
     per_host(&mut out, "pg_status_host_dead", "gauge", "1 after max_fails consecutive failed polls.", &|i| {
         flag(hosts[i].health == Health::Dead)
     });
-    per_host(&mut out, "pg_status_host_lag_ms", "gauge", "Replication delay in milliseconds.", &|i| {
-        hosts[i].lag_ms.map(|v| v.to_string())
+    // Prometheus wants base units: the time lag is exported in seconds (as /hosts' lag_ms / 1000).
+    per_host(&mut out, "pg_status_host_lag_seconds", "gauge", "Replication delay in seconds.", &|i| {
+        hosts[i].lag_ms.map(|v| format!("{}.{:03}", v / 1000, v % 1000))
     });
     per_host(&mut out, "pg_status_host_lag_bytes", "gauge", "Replication lag in bytes.", &|i| {
         hosts[i].lag_bytes.map(|v| v.to_string())

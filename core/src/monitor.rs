@@ -9,10 +9,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cluster::{Health, HostInput, HostName, Settings, Snapshot};
+use crate::cluster::{Health, HostInput, HostName, HostTimes, Settings, Snapshot};
 use crate::config::Config;
+use crate::lsn::Lsn;
 use crate::metrics::PollStats;
 use crate::observation::{Observation, Role};
+
+/// How many of a master's recent WAL positions are kept to bound its replicas' time lag.
+const WAL_HISTORY: usize = 16;
 
 /// Names one poll iteration: which host, and which of its iterations (results of older ones are ignored).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -195,6 +199,8 @@ struct HostState {
     started: Instant,
     /// Poll durations and failure causes, for metrics.
     stats: PollStats,
+    /// `(when, pg_current_wal_lsn)` of the recent polls that found it master, oldest first.
+    wal_history: Vec<(Instant, Lsn)>,
     iterations: u64,
     /// When the current connection was opened (approximately: the start of its first iteration).
     conn_opened: Option<Instant>,
@@ -267,6 +273,7 @@ impl Monitor {
                 in_flight: None,
                 started: now,
                 stats: PollStats::default(),
+                wal_history: Vec::new(),
                 iterations: 0,
                 conn_opened: None,
                 opening: None,
@@ -365,6 +372,15 @@ impl Monitor {
                 host.last_error = None;
                 host.last_success = Some(now);
                 let role = observation.role;
+                match (role, observation.current_lsn) {
+                    (Role::Master, Some(lsn)) => {
+                        if host.wal_history.len() == WAL_HISTORY {
+                            host.wal_history.remove(0);
+                        }
+                        host.wal_history.push((now, lsn));
+                    }
+                    _ => host.wal_history.clear(),
+                }
                 host.last = Some(observation);
                 if was != Health::Alive || host.announced.role != Some(role) {
                     if host.announced.role != Some(role) {
@@ -389,6 +405,7 @@ impl Monitor {
                 if host.fails >= self.max_fails {
                     host.health = Health::Dead;
                     host.last = None;
+                    host.wal_history.clear();
                     if was != Health::Dead {
                         // Forget what was announced, so a revival announces role and sync state afresh.
                         host.announced = Announced::default();
@@ -480,7 +497,11 @@ impl Monitor {
     fn derive(&self) -> Snapshot {
         let inputs: Vec<HostInput<'_>> =
             self.hosts.iter().map(|h| HostInput { id: &h.id, health: h.health, last: h.last.as_ref() }).collect();
-        Snapshot::derive(self.ready, &inputs, self.settings)
+        Snapshot::derive_timed(self.ready, &inputs, &self.times(), self.settings)
+    }
+
+    fn times(&self) -> Vec<HostTimes<'_>> {
+        self.hosts.iter().map(|h| HostTimes { observed_at: h.last_success, wal_history: &h.wal_history }).collect()
     }
 
     /// Updates the snapshot after host `changed` finished an iteration and announces the sync and
@@ -488,7 +509,9 @@ impl Monitor {
     fn refresh_view(&mut self, changed: usize, became_ready: bool) {
         let inputs: Vec<HostInput<'_>> =
             self.hosts.iter().map(|h| HostInput { id: &h.id, health: h.health, last: h.last.as_ref() }).collect();
-        let all = self.current.update(self.ready, &inputs, changed);
+        let times: Vec<HostTimes<'_>> =
+            self.hosts.iter().map(|h| HostTimes { observed_at: h.last_success, wal_history: &h.wal_history }).collect();
+        let all = self.current.update(self.ready, &inputs, &times, changed);
         let snapshot = &self.current;
         // Sync state is announced from readiness on: before it, a replica polled ahead of the master would
         // be judged without the master's WAL position and announced out of sync for a moment.

@@ -161,9 +161,10 @@ fn sync_changes_are_announced_once_each() {
     };
     step(&mut m, 10_000, 10_000, 0);
     lines(&mut m);
-    step(&mut m, 20_000, 10_000, 5_000);
+    // Behind every WAL position the master was seen at: the replay delay counts in full.
+    step(&mut m, 20_000, 5_000, 5_000);
     assert_eq!(lines(&mut m), ["h1: out of sync in bytes", "h1: out of sync in time"]);
-    step(&mut m, 20_000, 10_000, 6_000);
+    step(&mut m, 20_000, 5_000, 6_000);
     assert_eq!(lines(&mut m), Vec::<String>::new(), "no repeats while nothing changes");
     step(&mut m, 20_000, 20_000, 6_000);
     assert_eq!(lines(&mut m), ["h1: synchronous in time", "h1: synchronous in bytes"]);
@@ -387,4 +388,36 @@ fn a_replica_polled_before_the_master_is_not_announced_out_of_sync() {
             "ready: every host has been polled once"
         ]
     );
+}
+
+#[test]
+fn wal_without_commits_on_a_quiet_master_does_not_make_a_replica_minutes_late() {
+    let t0 = start();
+    let mut m = Monitor::new(&config(2, 100, 50, 60_000, 3), t0);
+    let mut now = t0;
+    let mut step = |m: &mut Monitor, master_lsn: u64, replay: u64, delay: u64, replica_first: bool| {
+        let mut actions = drain_actions(m, now);
+        if replica_first {
+            actions.reverse();
+        }
+        for (id, _, _) in actions {
+            let obs = if id.host == 0 { master(master_lsn) } else { replica(replay, delay) };
+            m.handle_poll_result(id, Ok(obs), now);
+            now += ms(10);
+        }
+        now += ms(100);
+    };
+    // The last commit was ten minutes ago; everything is replayed.
+    step(&mut m, 10_000, 10_000, 600_000, false);
+    assert_eq!(m.snapshot().hosts[1].lag_ms, Some(0));
+    // A checkpoint record: the master moves on and the replica is polled before replaying it.
+    step(&mut m, 10_100, 10_000, 600_000, false);
+    let lag = m.snapshot().hosts[1].lag_ms.unwrap();
+    assert!(lag <= 130, "bounded by the master's previous poll, not the last commit's age: {lag} ms");
+    assert!(m.snapshot().hosts[1].sync_by_time);
+    // A replica that really stopped replaying grows late as the master's history moves on.
+    for _ in 0..12 {
+        step(&mut m, 20_000, 10_000, 600_000, false);
+    }
+    assert!(m.snapshot().hosts[1].lag_ms.unwrap() > 1000, "{:?}", m.snapshot().hosts[1].lag_ms);
 }

@@ -1014,7 +1014,7 @@ pub fn check_http_request(data: &[u8]) {
         earlier[changed] = HostInput { id: &ids[changed], health: Health::Unknown, last: None };
         let mut updated = Snapshot::derive(false, &earlier, case.settings);
         let _ = updated.hosts_json();
-        updated.update(case.ready, &inputs, changed);
+        updated.update(case.ready, &inputs, &[], changed);
         assert_eq!(updated, snapshot, "Snapshot::update after host {changed} changed");
         assert_eq!(updated.hosts_json(), snapshot.hosts_json(), "/hosts after updating host {changed}");
     }
