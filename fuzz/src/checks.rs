@@ -11,8 +11,9 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use pg_status_core::cluster::{Health, HostInput, HostName, Settings, Snapshot};
+use pg_status_core::cluster::{Health, HostInput, HostName, HostTimes, Settings, Snapshot};
 use pg_status_core::config::{Config, ConfigError, SplitBrainPolicy, KNOWN_VARIABLES};
 use pg_status_core::http::{self, Prepared, Response};
 use pg_status_core::lsn::Lsn;
@@ -387,6 +388,10 @@ pub struct CaseHost {
     pub health: Health,
     /// Its last observation.
     pub last: Option<Observation>,
+    /// When that observation arrived, in milliseconds after the case's start.
+    pub observed_at: Option<u64>,
+    /// When and where the host's WAL stood at its recent polls as master, oldest first.
+    pub wal_history: Vec<(u64, Lsn)>,
 }
 
 /// A decoded `http_request` input: a request and the snapshot state it is answered from.
@@ -410,6 +415,8 @@ pub struct HttpCase {
     pub cursor: usize,
     /// The hosts, in configuration order.
     pub hosts: Vec<CaseHost>,
+    /// The snapshot is derived with the hosts' observation times and WAL histories.
+    pub timed: bool,
 }
 
 fn place(selector: u8) -> Option<&'static str> {
@@ -433,7 +440,11 @@ fn place(selector: u8) -> Option<&'static str> {
 ///      - a byte: bits 0-1 health (unknown, alive, possibly dead, dead), bit 2 an observation follows, bit
 ///        3 its role is master (else replica), bits 4-5 DC, bits 6-7 region;
 ///      - with an observation, a byte saying which optional fields follow, as numbers: bit 0 current LSN,
-///        bit 1 receive LSN, bit 2 replay LSN, bit 3 replay delay, bit 4 timeline (low 32 bits).
+///        bit 1 receive LSN, bit 2 replay LSN, bit 3 replay delay, bit 4 timeline (low 32 bits);
+///    - a byte: bit 0 set = derive with observation times (else no times are known); then for each host a
+///      byte (bit 0: an observation time follows, as a number of ms; bits 1-7 modulo 5: the number of WAL
+///      samples that follow, each a number of ms after the previous sample and an LSN number). Times are
+///      capped at 2^40 ms.
 pub fn decode_http(data: &[u8]) -> HttpCase {
     let (request, state) = match data.iter().position(|&b| b == 0) {
         Some(nul) => (&data[..nul], &data[nul + 1..]),
@@ -493,7 +504,22 @@ pub fn decode_http(data: &[u8]) -> HttpCase {
             geo: place(bits >> 6),
             health: HEALTHS[usize::from(bits & 3)],
             last,
+            observed_at: None,
+            wal_history: Vec::new(),
         });
+    }
+    let timed = r.byte() & 1 != 0;
+    if timed {
+        const MAX_MS: u64 = 1 << 40;
+        for host in &mut hosts {
+            let bits = r.byte();
+            host.observed_at = (bits & 1 != 0).then(|| r.number().min(MAX_MS));
+            let mut at = 0u64;
+            for _ in 0..(bits >> 1) % 5 {
+                at = at.saturating_add(r.number()).min(MAX_MS);
+                host.wal_history.push((at, Lsn(r.number())));
+            }
+        }
     }
     HttpCase {
         method,
@@ -505,6 +531,7 @@ pub fn decode_http(data: &[u8]) -> HttpCase {
         current_geo: place(here >> 2),
         cursor,
         hosts,
+        timed,
     }
 }
 
@@ -554,9 +581,14 @@ fn reference_master(case: &HttpCase) -> Option<usize> {
 /// DESIGN 1, 3 and 7: what each host shows. Dead or never seen hosts show no measurement; a master lags
 /// by nothing; a replica lags, in bytes, from its replay position up to the furthest of the master's last
 /// position and its own receive position (a missing replay position counts as 0), and in time by its
-/// replay delay, unless it has replayed everything the master had.
+/// replay delay, unless it has replayed everything the master had. With observation times, the time lag
+/// is also at most the time from the newest master WAL sample the replica has replayed to its observation.
 fn reference_views(case: &HttpCase, master: Option<usize>) -> Vec<View> {
     let master_lsn = master.and_then(|m| case.hosts[m].last.as_ref()).and_then(|o| o.current_lsn);
+    let history: &[(u64, Lsn)] = match master {
+        Some(m) if case.timed => &case.hosts[m].wal_history,
+        _ => &[],
+    };
     let settings = &case.settings;
     case.hosts
         .iter()
@@ -579,7 +611,13 @@ fn reference_views(case: &HttpCase, master: Option<usize>) -> Vec<View> {
                     let furthest = [master_lsn, obs.receive_lsn].iter().flatten().map(|l| l.0).max();
                     let lag_bytes = furthest.map_or(0, |f| f.saturating_sub(replay));
                     let caught_up = matches!((master_lsn, obs.replay_lsn), (Some(m), Some(r)) if r.0 >= m.0);
-                    let lag_ms = if caught_up { 0 } else { obs.replay_delay_ms.unwrap_or(0) };
+                    let replayed_sample = |r: Lsn| history.iter().filter(|(_, l)| l.0 <= r.0).map(|(at, _)| *at).max();
+                    let bound = match (host.observed_at, obs.replay_lsn) {
+                        (Some(seen), Some(r)) if case.timed => replayed_sample(r).map(|at| seen.saturating_sub(at)),
+                        _ => None,
+                    };
+                    let delay = obs.replay_delay_ms.unwrap_or(0);
+                    let lag_ms = if caught_up { 0 } else { bound.map_or(delay, |b| delay.min(b)) };
                     (lag_ms, lag_bytes, obs.replay_lsn)
                 }
             };
@@ -990,7 +1028,8 @@ fn check_selection(
 /// Target `http_request`. Input: a request and a snapshot, see [`decode_http`].
 ///
 /// Checks: the snapshot derived from the hosts elects the master of DESIGN 4 and shows the lag and flags
-/// of DESIGN 1 and 3, and [`Snapshot::update`] after one host changed gives the same snapshot; [`http::handle`] never panics and answers each route as DESIGN 0 and 5-7 say (status,
+/// of DESIGN 1 and 3 (with observation times, a replica's time lag is bounded by the master's WAL
+/// history), and [`Snapshot::update`] after one host changed gives the same snapshot; [`http::handle`] never panics and answers each route as DESIGN 0 and 5-7 say (status,
 /// content type, body; every JSON body parses); a selection route hands out only an alive replica that
 /// satisfies the request's filters as read from the query, healthy before possibly dead, the closest by
 /// locality, in round-robin order or the most synchronous, and otherwise the elected master or 404; a
@@ -1005,16 +1044,32 @@ pub fn check_http_request(data: &[u8]) {
         .collect();
     let inputs: Vec<HostInput<'_>> =
         case.hosts.iter().zip(&ids).map(|(h, id)| HostInput { id, health: h.health, last: h.last.as_ref() }).collect();
-    let snapshot = Snapshot::derive(case.ready, &inputs, case.settings);
+    let start = Instant::now();
+    let instant = |ms: u64| start + Duration::from_millis(ms);
+    let histories: Vec<Vec<(Instant, Lsn)>> =
+        case.hosts.iter().map(|h| h.wal_history.iter().map(|&(at, lsn)| (instant(at), lsn)).collect()).collect();
+    let times: Vec<HostTimes<'_>> = match case.timed {
+        true => case
+            .hosts
+            .iter()
+            .zip(&histories)
+            .map(|(h, history)| HostTimes { observed_at: h.observed_at.map(instant), wal_history: history })
+            .collect(),
+        false => Vec::new(),
+    };
+    let snapshot = match case.timed {
+        true => Snapshot::derive_timed(case.ready, &inputs, &times, case.settings),
+        false => Snapshot::derive(case.ready, &inputs, case.settings),
+    };
 
     // An incremental update after one host changed equals a full derivation: each host in turn starts from
     // "not polled yet" in a not-ready snapshot whose /hosts document was already rendered.
     for changed in 0..inputs.len() {
         let mut earlier = inputs.clone();
         earlier[changed] = HostInput { id: &ids[changed], health: Health::Unknown, last: None };
-        let mut updated = Snapshot::derive(false, &earlier, case.settings);
+        let mut updated = Snapshot::derive_timed(false, &earlier, &times, case.settings);
         let _ = updated.hosts_json();
-        updated.update(case.ready, &inputs, &[], changed);
+        updated.update(case.ready, &inputs, &times, changed);
         assert_eq!(updated, snapshot, "Snapshot::update after host {changed} changed");
         assert_eq!(updated.hosts_json(), snapshot.hosts_json(), "/hosts after updating host {changed}");
     }
