@@ -91,6 +91,9 @@ pub struct Node {
     pub password: String,
     /// Bumped when its sessions are terminated (restart, demotion, an administrator).
     pub session_epoch: u64,
+    /// A session was opened since the last bump of `session_epoch`: until then, a client that held a
+    /// session learns of its end only when it next uses it (a failure still to come).
+    pub fresh_session: bool,
     /// TCP connections the server accepted.
     pub connections: u64,
     /// Sessions that logged in.
@@ -98,6 +101,12 @@ pub struct Node {
 }
 
 impl Node {
+    /// Terminates every session (a restart, a demotion, an administrator's `pg_terminate_backend`).
+    pub fn end_sessions(&mut self) {
+        self.session_epoch += 1;
+        self.fresh_session = false;
+    }
+
     /// Its own WAL position: written on a master, replayed on a replica.
     pub fn lsn(&self) -> u64 {
         match self.role {
@@ -144,6 +153,7 @@ impl Cluster {
                 slow_reply_ms: 0,
                 password: PASSWORD.to_owned(),
                 session_epoch: 0,
+                fresh_session: false,
                 connections: 0,
                 sessions: 0,
             })
@@ -234,7 +244,7 @@ impl Cluster {
         n.role = NodeRole::Replica;
         n.receive_lsn = n.insert_lsn;
         n.replay_lsn = n.insert_lsn;
-        n.session_epoch += 1;
+        n.end_sessions();
     }
 
     /// The poll query's answer from node `i` at `now_ms`, or `None` for a node that is down.
@@ -342,6 +352,7 @@ impl Database for NodeServer {
         let mut cluster = self.cluster.borrow_mut();
         let node = &mut cluster.nodes[self.node];
         node.sessions += 1;
+        node.fresh_session = true;
         node.session_epoch
     }
 

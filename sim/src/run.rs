@@ -200,7 +200,7 @@ impl World<'_> {
             }
             Action::Restart(i) if !c.nodes[i].up => {
                 c.nodes[i].up = true;
-                c.nodes[i].session_epoch += 1;
+                c.nodes[i].end_sessions();
                 drop(c);
                 self.sim.bounce(name(i));
             }
@@ -239,7 +239,7 @@ impl World<'_> {
                 let n = &mut c.nodes[i];
                 n.password = if on { ROTATED_PASSWORD } else { PASSWORD }.to_owned();
                 if on {
-                    n.session_epoch += 1;
+                    n.end_sessions();
                 }
             }
             Action::Load(f) => c.load = f,
@@ -306,6 +306,9 @@ impl World<'_> {
                 // A reply or a link slower than normal but not beyond the deadline may or may not make an
                 // iteration fail (a new connection costs more round trips than a reused one): no claim is
                 // made about such a node either way.
+                // Sessions ended since the sidecar last connected: its next poll on the old session fails, a
+                // failure still to come, so no claim is made until it has connected again.
+                let answering = answering && n.fresh_session;
                 let certain = answering
                     || !n.up
                     || self.links[i] != Link::Healthy
