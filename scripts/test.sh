@@ -6,4 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-postgres.sh
 scripts/install-tools.sh
-cargo test --workspace "$@"
+# --no-fail-fast: one failing test binary must not hide the results of the others.
+cargo test --workspace --no-fail-fast "$@"

@@ -195,11 +195,12 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
                 Action::Poll { id, deadline, reconnect } => self.start(id, deadline, reconnect),
             }
         }
-        while let Some(event) = self.monitor.poll_event() {
-            self.log.event(&event);
-        }
+        // Publish before logging: a client that reacts to a transition line must already get the new answer.
         if let Some(snapshot) = self.monitor.poll_snapshot() {
             self.published.store(snapshot);
+        }
+        while let Some(event) = self.monitor.poll_event() {
+            self.log.event(&event);
         }
     }
 
