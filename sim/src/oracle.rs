@@ -230,8 +230,33 @@ impl Oracle {
         pick(true).or_else(|| pick(false))
     }
 
+    /// (lag_ms, lag_bytes, lsn) of a usable replica: bytes and LSN by decision 3 from the reference; the time
+    /// lag as the snapshot has it, once checked against decision 3 (see [`Oracle::time_lag`]).
+    fn lag(&self, i: usize, master_lsn: Option<Lsn>, snapshot: &Snapshot) -> Option<(u64, u64, Option<Lsn>)> {
+        let (ms, bytes, lsn) = self.design_lag(i, master_lsn)?;
+        let ms = snapshot.hosts.get(i).and_then(|h| h.lag_ms).map_or(ms, |got| got.min(ms));
+        Some((ms, bytes, lsn))
+    }
+
+    /// The core bounds a replica's time lag by the master's WAL history (how long ago the master was where
+    /// the replica has replayed to), which can only lower decision 3's value: the snapshot's `lag_ms` must
+    /// never exceed it.
+    fn time_lag(&mut self, at_ms: u64, snapshot: &Snapshot, master_lsn: Option<Lsn>) {
+        for i in 0..self.hosts.len() {
+            let (Some((ms, _, _)), Some(got)) =
+                (self.design_lag(i, master_lsn), snapshot.hosts.get(i).and_then(|h| h.lag_ms))
+            else {
+                continue;
+            };
+            if got > ms {
+                let detail = format!("{}: lag_ms {got} above decision 3's {ms}", self.names[i]);
+                self.violate(at_ms, "a replica's lag_ms never exceeds decision 3's replay delay", detail);
+            }
+        }
+    }
+
     /// Decision 3 from the reference: (lag_ms, lag_bytes, lsn) of a usable replica.
-    fn lag(&self, i: usize, master_lsn: Option<Lsn>) -> Option<(u64, u64, Option<Lsn>)> {
+    fn design_lag(&self, i: usize, master_lsn: Option<Lsn>) -> Option<(u64, u64, Option<Lsn>)> {
         let o = self.hosts[i].last_ok.as_ref().filter(|o| o.role == Role::Replica && self.usable(i))?;
         let replay = o.replay_lsn.unwrap_or_default();
         let reference = master_lsn.max(o.receive_lsn).unwrap_or(replay);
@@ -334,6 +359,7 @@ impl Oracle {
         }
         let master_lsn = expected.and_then(|m| self.hosts[m].last_ok.as_ref()).and_then(|o| o.current_lsn);
 
+        self.time_lag(at_ms, snapshot, master_lsn);
         // Replica routes: every answer must satisfy its filter at the host's last poll, else be the master
         // or 404, and healthy candidates come before possibly dead ones.
         let min_lsn = master_lsn.unwrap_or_default();
@@ -368,7 +394,9 @@ impl Oracle {
             };
             let candidates: Vec<(usize, u64, bool)> = (0..self.hosts.len())
                 .filter_map(|i| {
-                    self.lag(i, master_lsn).filter(|&l| accepts(l)).map(|l| (i, l.1, self.hosts[i].fails == 0))
+                    self.lag(i, master_lsn, snapshot)
+                        .filter(|&l| accepts(l))
+                        .map(|l| (i, l.1, self.hosts[i].fails == 0))
                 })
                 .collect();
             let any_healthy = candidates.iter().any(|c| c.2);
