@@ -1,12 +1,12 @@
 //! Every named scenario over many seeds, the swarm over many more, and determinism.
 //!
-//! `SIM_SEEDS` sets how many seeds each named scenario runs (default 6; the swarm runs four times as many).
+//! `SIM_SEEDS` sets how many seeds each named scenario runs (default 10; the swarm runs four times as many).
 //! A failure names the seed and prints the command that replays it.
 
 use pg_status_sim::run::run;
 
 fn seeds() -> u64 {
-    std::env::var("SIM_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(6)
+    std::env::var("SIM_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(10)
 }
 
 /// Runs `scenario` for `count` seeds and fails with every broken run's violations and replay command.
