@@ -38,8 +38,8 @@ pub fn login(user: &str, password: &str, database: &str) -> tokio_postgres::Conf
 /// and authentication.
 ///
 /// As libpq does, `PGSSLMODE=prefer` retries without TLS on a new connection when the TLS handshake fails,
-/// and `allow` retries with TLS when the server refuses the plain session with an authorization error (as a
-/// `hostssl`-only `pg_hba.conf` does). The caller bounds the time this takes; dropping the future abandons
+/// and `allow` retries with TLS when `pg_hba.conf` refuses the plain session (as a `hostssl`-only server
+/// does; a wrong password is not retried). The caller bounds the time this takes; dropping the future abandons
 /// the attempt and closes the socket.
 pub async fn open<R: Runtime>(
     rt: &R,
@@ -55,7 +55,7 @@ pub async fn open<R: Runtime>(
     let second = |first: Attempt, mode, without: &'static str| async move {
         attempt(mode).await.map_err(|e| {
             let message = format!("{} ({without}: {})", e.error.message, first.error.message);
-            Attempt { error: PollError::new(e.error.kind, message), handshake_failed: e.handshake_failed }
+            Attempt { error: PollError::new(e.error.kind, message), ..e }
         })
     };
     let result = match tls.mode() {
@@ -66,9 +66,7 @@ pub async fn open<R: Runtime>(
         },
         SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => attempt(WireMode::Require).await,
         SslMode::Allow => match attempt(WireMode::Disable).await {
-            Err(first) if first.error.kind == PollErrorKind::Auth => {
-                second(first, WireMode::Require, "without TLS").await
-            }
+            Err(first) if first.refused_by_hba => second(first, WireMode::Require, "without TLS").await,
             other => other,
         },
     };
@@ -80,6 +78,9 @@ struct Attempt {
     error: PollError,
     /// The TLS handshake failed (not the server declining TLS, nor anything after the handshake).
     handshake_failed: bool,
+    /// `pg_hba.conf` refused the session (SQLSTATE 28000), as it does a plain session to a `hostssl`-only
+    /// server. A wrong password (28P01) is not this: retrying it over TLS would only fail again.
+    refused_by_hba: bool,
 }
 
 /// One connection attempt with tokio-postgres' TLS mode `mode`.
@@ -94,14 +95,15 @@ async fn open_as<R: Runtime>(
     let stream = rt.connect(host, port).await.map_err(|e| {
         let shown = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
         let error = PollError::new(PollErrorKind::Connect, format!("cannot connect to {shown}: {e}"));
-        Attempt { error, handshake_failed: false }
+        Attempt { error, handshake_failed: false, refused_by_hba: false }
     })?;
     let mut login = login.clone();
     login.ssl_mode(mode);
-    let (client, connection) = login
-        .connect_raw(stream, tls.handshake(host))
-        .await
-        .map_err(|e| Attempt { error: startup_error(&e), handshake_failed: HandshakeError::caused(&e) })?;
+    let (client, connection) = login.connect_raw(stream, tls.handshake(host)).await.map_err(|e| Attempt {
+        error: startup_error(&e),
+        handshake_failed: HandshakeError::caused(&e),
+        refused_by_hba: e.code() == Some(&tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION),
+    })?;
     let (alive, closed) = async_channel::bounded::<()>(1);
     let task_rt = rt.clone();
     rt.spawn(Box::pin(async move {

@@ -95,7 +95,7 @@ pub struct Settings {
     /// `pg_status__split_brain=timeline` instead of host order.
     pub timeline_policy: bool,
     /// `PGSSLMODE`: the simulated servers decline TLS, so `prefer` continues in plain text on the same
-    /// connection and `allow` retries with TLS after an authorization error.
+    /// connection and `allow` retries with TLS only when `pg_hba.conf` refuses the plain session.
     pub ssl_mode: &'static str,
 }
 
@@ -115,7 +115,7 @@ impl Settings {
             timeline_policy: rng.chance(0.3),
             // `allow` is left out of the draw while it breaks the connection bound (see the ignored regression
             // test in tests/scenarios.rs); `--sslmode allow` runs it.
-            ssl_mode: ["disable", "prefer"][rng.index(2)],
+            ssl_mode: ["disable", "prefer", "allow"][rng.index(3)],
         }
     }
 }

@@ -133,15 +133,13 @@ fn the_oracle_notices_a_runtime_whose_timers_fire_late() {
     );
 }
 
-/// Regression: with `PGSSLMODE=allow`, an iteration refused for a wrong password (28P01) opens a second
-/// connection to retry with TLS (runtime/src/pg.rs, `open`, `SslMode::Allow`), so a host with a wrong
-/// password gets two connections per failed iteration and the invariant "connections per host <= 1 +
-/// elapsed / conn_max_age + failures" breaks. The failure is also reported as `connect` ("error performing
-/// TLS handshake: server does not support TLS (without TLS: ... password authentication failed ...)")
-/// instead of `auth`. Replay: `cargo run -p pg-status-sim -- --seed 5 --scenario wrong_password --trace
+/// Regression: with `PGSSLMODE=allow`, an iteration refused for a wrong password (28P01) used to open a
+/// second connection to retry with TLS, so a host with a wrong password got two connections per failed
+/// iteration and the invariant "connections per host <= 1 + elapsed / conn_max_age + failures" broke; the
+/// failure was also reported as `connect` instead of `auth`. Only a `pg_hba.conf` refusal (28000) is retried
+/// with TLS now. Replay: `cargo run -p pg-status-sim -- --seed 5 --scenario wrong_password --trace
 /// --sslmode allow`.
 #[test]
-#[ignore = "runtime bug: PGSSLMODE=allow opens two connections per failed login (connection bound)"]
 fn regression_allow_mode_retry_doubles_connections_on_a_wrong_password() {
     use pg_status_sim::run::{run_with, Options};
     let report =
