@@ -369,13 +369,16 @@ where
                 Err(reason) => return Err(io::Error::new(io::ErrorKind::InvalidInput, reason).into()),
             };
             let stream = tokio_rustls::TlsConnector::from(client).connect(name, stream).await?;
-            Ok(TlsStream(stream))
+            Ok(TlsStream(Box::new(stream)))
         })
     }
 }
 
 /// A TLS session over the runtime's stream, as tokio-postgres wants it.
-pub struct TlsStream<S>(tokio_rustls::client::TlsStream<S>);
+///
+/// Boxed: tokio-postgres keeps `MaybeTlsStream<Stream, TlsStream>` in every connection, and rustls's client
+/// state inline would make every plain connection several KiB larger too (measured: 3 KiB per host).
+pub struct TlsStream<S>(Box<tokio_rustls::client::TlsStream<S>>);
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
