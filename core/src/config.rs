@@ -115,8 +115,8 @@ pub struct TlsConfig {
     pub crl: Option<String>,
 }
 
-/// Everything pg-status is told by its environment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Everything pg-status is told by its environment. `Debug` shows the password as `<hidden>`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Config {
     /// The monitored hosts, in `pg_status__hosts` order (which is also the split-brain order).
     pub hosts: Vec<HostConfig>,
@@ -158,6 +158,33 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Things worth telling the operator at start-up that do not stop the program.
     pub warnings: Vec<String>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("hosts", &self.hosts)
+            .field("user", &self.user)
+            .field("password", &"<hidden>")
+            .field("database", &self.database)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_fails", &self.max_fails)
+            .field("sleep", &self.sleep)
+            .field("query_timeout", &self.query_timeout)
+            .field("conn_max_age", &self.conn_max_age)
+            .field("sync_max_lag_ms", &self.sync_max_lag_ms)
+            .field("sync_max_lag_bytes", &self.sync_max_lag_bytes)
+            .field("http_port", &self.http_port)
+            .field("listen", &self.listen)
+            .field("log_level", &self.log_level)
+            .field("split_brain", &self.split_brain)
+            .field("max_wait", &self.max_wait)
+            .field("current_dc", &self.current_dc)
+            .field("current_geo", &self.current_geo)
+            .field("tls", &self.tls)
+            .field("warnings", &self.warnings)
+            .finish()
+    }
 }
 
 /// The variables this version understands; others with the `pg_status__` prefix earn a start-up warning.
@@ -622,6 +649,13 @@ mod tests {
             (c.connect_timeout, c.sync_max_lag_ms, c.sync_max_lag_bytes, c.http_port),
             (Duration::ZERO, 0, 0, 0)
         );
+    }
+
+    #[test]
+    fn debug_output_hides_the_password() {
+        let c = cfg(&[("pg_status__hosts", "a"), ("pg_status__pg_password", "s3cret")]).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret") && shown.contains("<hidden>"), "{shown}");
     }
 
     #[test]
