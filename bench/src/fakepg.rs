@@ -44,10 +44,7 @@ impl Database for FakeDb {
         if user == USER && password == PASSWORD {
             Ok(())
         } else {
-            Err(SqlError {
-                code: pgwire::INVALID_PASSWORD,
-                message: format!("password authentication failed for user \"{user}\""),
-            })
+            Err(SqlError::wrong_password(user))
         }
     }
 

@@ -329,10 +329,7 @@ impl Database for NodeServer {
         if user == USER && password == cluster.nodes[self.node].password {
             Ok(())
         } else {
-            Err(SqlError {
-                code: pgwire::INVALID_PASSWORD,
-                message: format!("password authentication failed for user \"{user}\""),
-            })
+            Err(SqlError::wrong_password(user))
         }
     }
 
@@ -394,10 +391,7 @@ impl Database for StaticNode {
         if user == USER && password == self.password {
             Ok(())
         } else {
-            Err(SqlError {
-                code: pgwire::INVALID_PASSWORD,
-                message: format!("password authentication failed for user \"{user}\""),
-            })
+            Err(SqlError::wrong_password(user))
         }
     }
 

@@ -252,6 +252,13 @@ pub struct SqlError {
     pub message: String,
 }
 
+impl SqlError {
+    /// What PostgreSQL answers a wrong password with (28P01).
+    pub fn wrong_password(user: &str) -> SqlError {
+        SqlError { code: INVALID_PASSWORD, message: format!("password authentication failed for user \"{user}\"") }
+    }
+}
+
 /// The answer to a simple query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueryResult {
