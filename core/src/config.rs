@@ -4,7 +4,8 @@
 //! with one readable line instead of running on a guess.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+// The address type only (core::net is data, no sockets).
+use core::net::IpAddr;
 use std::time::Duration;
 
 /// Why the environment does not describe a usable configuration.
