@@ -15,6 +15,11 @@ use crate::lsn::Lsn;
 use crate::metrics::PollStats;
 use crate::observation::{Observation, Role};
 
+/// The shortest interval between two refresh rounds asked for by waiting requests (`wait_ms`): often enough
+/// that a replica catching up is seen within a few tens of milliseconds, seldom enough that waiting requests
+/// cannot flood the replicas with polls.
+pub const REFRESH_SPACING: Duration = Duration::from_millis(25);
+
 /// How many of a master's recent WAL positions are kept to bound its replicas' time lag.
 const WAL_HISTORY: usize = 16;
 
@@ -245,6 +250,8 @@ pub struct Monitor {
     current: Snapshot,
     split_brain: Vec<usize>,
     connections_opened: Vec<u64>,
+    /// When the last refresh round was granted.
+    last_refresh: Option<Instant>,
 }
 
 impl Monitor {
@@ -302,6 +309,7 @@ impl Monitor {
             current: Snapshot::derive(false, &[], settings),
             split_brain: Vec::new(),
             connections_opened: vec![0; n],
+            last_refresh: None,
         };
         monitor.current = monitor.derive();
         monitor
@@ -429,8 +437,12 @@ impl Monitor {
 
     /// Asks for fresh data from every replica as soon as possible: idle replicas are polled at once, and those
     /// with an iteration in flight poll again right after it ends. Many calls before the polls happen cost one
-    /// poll per host.
+    /// poll per host, and a call within [`REFRESH_SPACING`] of the last granted one is ignored.
     pub fn request_refresh(&mut self, now: Instant) {
+        if self.last_refresh.is_some_and(|at| now.saturating_duration_since(at) < REFRESH_SPACING) {
+            return;
+        }
+        self.last_refresh = Some(now);
         for h in &mut self.hosts {
             if h.last.as_ref().is_some_and(|o| o.role == Role::Master) {
                 continue;

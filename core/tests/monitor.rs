@@ -421,3 +421,21 @@ fn wal_without_commits_on_a_quiet_master_does_not_make_a_replica_minutes_late() 
     }
     assert!(m.snapshot().hosts[1].lag_ms.unwrap() > 1000, "{:?}", m.snapshot().hosts[1].lag_ms);
 }
+
+#[test]
+fn refresh_rounds_are_spaced_however_many_requests_ask() {
+    use pg_status_core::monitor::REFRESH_SPACING;
+    let t0 = start();
+    let mut m = Monitor::new(&config(2, 1000, 500, 60_000, 3), t0);
+    for (id, _, _) in drain_actions(&mut m, t0) {
+        m.handle_poll_result(id, Ok(if id.host == 0 { master(1) } else { replica(1, 0) }), t0);
+    }
+    m.request_refresh(t0 + ms(10));
+    let first = drain_actions(&mut m, t0 + ms(10));
+    assert_eq!(first.len(), 1);
+    m.handle_poll_result(first[0].0, Ok(replica(1, 0)), t0 + ms(11));
+    m.request_refresh(t0 + ms(12));
+    assert!(drain_actions(&mut m, t0 + ms(12)).is_empty(), "a second round inside the spacing is not granted");
+    m.request_refresh(t0 + ms(10) + REFRESH_SPACING);
+    assert_eq!(drain_actions(&mut m, t0 + ms(10) + REFRESH_SPACING).len(), 1);
+}

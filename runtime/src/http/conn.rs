@@ -254,14 +254,7 @@ pub(super) async fn serve(socket: Async<TcpStream>, guard: OpenGuard) {
                 let holding = Holding::new(&held);
                 let shared = handler.clone();
                 Answer::Later(Box::pin(async move {
-                    let response = respond::wait(
-                        &shared.published,
-                        &shared.cursor,
-                        &shared.last_refresh,
-                        &shared.logger,
-                        selection,
-                    )
-                    .await;
+                    let response = respond::wait(&shared.published, &shared.cursor, &shared.logger, selection).await;
                     drop(holding);
                     response
                 }))

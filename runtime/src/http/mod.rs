@@ -66,8 +66,6 @@ struct Shared {
     published: Arc<Published>,
     /// The round-robin position shared by every route and connection.
     cursor: AtomicUsize,
-    /// When a waiting request last asked the poller for fresh data.
-    last_refresh: Cell<Option<Instant>>,
     http: http1::Builder,
     limits: Limits,
     /// Connections currently open.
@@ -127,7 +125,6 @@ impl HttpServer {
         let shared = Rc::new(Shared {
             published,
             cursor: AtomicUsize::new(0),
-            last_refresh: Cell::new(None),
             http,
             limits,
             open: Cell::new(0),

@@ -1,7 +1,6 @@
 //! One request in, one answer out: the core's pure handler behind hyper's types, and the wait of a
 //! `min_lsn` request that asked for one (`wait_ms`).
 
-use std::cell::Cell;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +15,7 @@ use pg_status_core::cluster::Snapshot;
 use pg_status_core::config::LogLevel;
 use pg_status_core::http::{self, Body, Prepared, Response, Route, Selection};
 use pg_status_core::metrics::HttpCounters;
+use pg_status_core::monitor::REFRESH_SPACING;
 use pg_status_core::select::Choice;
 
 use crate::log::Logger;
@@ -53,19 +53,13 @@ pub(crate) fn plan<B>(
     Plan::Now(convert(response))
 }
 
-/// How often, at most, waiting requests ask the poller for fresh replica data: often enough that a replica
-/// catching up is seen within a few tens of milliseconds, seldom enough that waiting requests cannot flood the
-/// replicas with polls.
-const REFRESH_SPACING: Duration = Duration::from_millis(25);
-
 /// Waits until a snapshot satisfies `selection` or its `wait_ms` runs out, then answers from the latest one
 /// (and counts the answer).
-/// While it waits it keeps asking the poller for fresh replica data, at most every [`REFRESH_SPACING`] for
-/// all requests together (`last_refresh` is shared by the HTTP thread).
+/// While it waits it keeps asking the poller for fresh replica data; the core grants at most one refresh round
+/// every [`REFRESH_SPACING`], however many requests ask.
 pub(crate) async fn wait(
     published: &Published,
     cursor: &AtomicUsize,
-    last_refresh: &Cell<Option<Instant>>,
     logger: &Logger,
     selection: Selection,
 ) -> hyper::Response<Full<Bytes>> {
@@ -79,10 +73,7 @@ pub(crate) async fn wait(
         if deadline.is_some_and(|at| now >= at) {
             break;
         }
-        if last_refresh.get().is_none_or(|at| now.duration_since(at) >= REFRESH_SPACING) {
-            last_refresh.set(Some(now));
-            published.request_refresh();
-        }
+        published.request_refresh();
         // Look again at the next snapshot, or when the next refresh may be asked for.
         let pause = async {
             Timer::after(REFRESH_SPACING).await;
