@@ -187,11 +187,6 @@ impl Snapshot {
         false
     }
 
-    /// The elected master's status.
-    pub fn master_host(&self) -> Option<&HostStatus> {
-        self.master.map(|m| &self.hosts[m])
-    }
-
     /// Indexes of alive hosts that report themselves master, in host order (more than one is a split brain).
     pub fn claimed_masters(&self) -> impl Iterator<Item = usize> + '_ {
         self.hosts
