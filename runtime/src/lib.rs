@@ -19,6 +19,7 @@ pub mod publish;
 pub mod rt;
 pub mod signals;
 pub mod tls;
+pub mod wait;
 
 /// Runs the pg-status program: reads the configuration from the environment, polls the hosts, serves HTTP
 /// until SIGTERM or SIGINT, and exits (0 after a clean shutdown, 2 for a configuration error).

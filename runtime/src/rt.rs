@@ -1,8 +1,9 @@
-//! The one trait between the poll driver and the world: a clock, timers, TCP connections and task spawning.
+//! The traits between the waiting code and the world: a [`Clock`] with timers, and the poll driver's
+//! [`Runtime`], which adds TCP connections and task spawning.
 //!
-//! The production implementation, [`SmolRuntime`], runs on a smol `LocalExecutor` and async-io; a simulation
-//! implements the same trait on a simulated network and clock and runs the very same driver. The driver never
-//! reads a clock or opens a socket except through this trait.
+//! The production implementations, [`SystemClock`] and [`SmolRuntime`], run on smol and async-io; a simulation
+//! implements the same traits on a simulated network and clock and runs the very same driver and the very same
+//! `wait_ms` waiting. Neither ever reads a clock or opens a socket except through these traits.
 
 use std::future::Future;
 use std::io;
@@ -17,18 +18,39 @@ use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 /// A boxed future that runs on a single-threaded executor (no `Send` bound).
 pub type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 
-/// What the poll driver needs from its environment, in the style of quinn's `Runtime`.
-///
-/// Every method takes `&self` and implementations are cheap to clone, so each poll task carries its own handle.
-pub trait Runtime: Clone + 'static {
-    /// A connected byte stream to a PostgreSQL server.
-    type Stream: AsyncRead + AsyncWrite + Unpin + 'static;
-
-    /// The current time of this runtime's clock.
+/// A clock and its timers: all that waiting for a deadline needs (the poll driver, and requests that wait
+/// for a replica to catch up), so a simulation can run that waiting on simulated time.
+pub trait Clock: Clone + 'static {
+    /// The current time of this clock.
     fn now(&self) -> Instant;
 
     /// A future that completes at `deadline` (at once when it has passed).
     fn sleep_until(&self, deadline: Instant) -> LocalBoxFuture<()>;
+}
+
+/// The system clock with async-io timers, for code that runs on any smol executor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> LocalBoxFuture<()> {
+        Box::pin(async move {
+            async_io::Timer::at(deadline).await;
+        })
+    }
+}
+
+/// What the poll driver needs from its environment, in the style of quinn's `Runtime`: a clock, sockets and
+/// tasks.
+///
+/// Every method takes `&self` and implementations are cheap to clone, so each poll task carries its own handle.
+pub trait Runtime: Clock {
+    /// A connected byte stream to a PostgreSQL server.
+    type Stream: AsyncRead + AsyncWrite + Unpin + 'static;
 
     /// Opens a TCP connection to `host` (a DNS name or an IP address without brackets) and `port`.
     fn connect(&self, host: &str, port: u16) -> LocalBoxFuture<io::Result<Self::Stream>>;
@@ -53,18 +75,18 @@ impl SmolRuntime {
     }
 }
 
-impl Runtime for SmolRuntime {
-    type Stream = Compat<async_net::TcpStream>;
-
+impl Clock for SmolRuntime {
     fn now(&self) -> Instant {
-        Instant::now()
+        SystemClock.now()
     }
 
     fn sleep_until(&self, deadline: Instant) -> LocalBoxFuture<()> {
-        Box::pin(async move {
-            async_io::Timer::at(deadline).await;
-        })
+        SystemClock.sleep_until(deadline)
     }
+}
+
+impl Runtime for SmolRuntime {
+    type Stream = Compat<async_net::TcpStream>;
 
     fn connect(&self, host: &str, port: u16) -> LocalBoxFuture<io::Result<Self::Stream>> {
         let host = host.to_owned();

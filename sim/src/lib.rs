@@ -12,6 +12,7 @@
 pub mod model;
 pub mod oracle;
 pub mod pgwire;
+pub mod reader;
 pub mod rng;
 pub mod run;
 pub mod runtime;

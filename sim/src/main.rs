@@ -10,6 +10,7 @@
 
 use std::process::ExitCode;
 
+use pg_status_sim::reader::ReadShares;
 use pg_status_sim::run::{run_with, Options, Report};
 use pg_status_sim::scenario::NAMED;
 
@@ -102,6 +103,7 @@ fn main() -> ExitCode {
         let mut latencies = Vec::new();
         let mut ratios = Vec::new();
         let mut failures = 0;
+        let mut reads: Option<ReadShares> = None;
         for seed in args.seed..args.seed.saturating_add(count) {
             match run_with(
                 seed,
@@ -111,6 +113,9 @@ fn main() -> ExitCode {
                 Ok(report) => {
                     latencies.extend(report.failover_latencies.iter().copied());
                     ratios.extend(report.failover_latencies.iter().map(|&l| l * 100 / report.failover_bound_ms));
+                    if let Some(shares) = &report.reads {
+                        reads.get_or_insert_with(ReadShares::default).add(shares);
+                    }
                     if !report.passed() {
                         failures += 1;
                         finish(&report);
@@ -137,6 +142,16 @@ fn main() -> ExitCode {
             percentile(&ratios, 0.99),
             ratios.last().copied().unwrap_or(0),
         );
+        if let Some(reads) = reads {
+            println!(
+                "{scenario:<16} read-your-writes over {} requests: {:.1}% answered by a replica ({:.1}% without \
+                 waiting), longest wait {} ms",
+                reads.requests,
+                reads.replica_percent(),
+                reads.at_once_percent(),
+                reads.longest_ms
+            );
+        }
         failed |= failures > 0;
     }
     if failed {

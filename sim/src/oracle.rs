@@ -12,8 +12,10 @@ use pg_status_core::cluster::{Health, Snapshot};
 use pg_status_core::http::handle;
 use pg_status_core::lsn::Lsn;
 use pg_status_core::observation::{Observation, Role};
+use pg_status_core::select::Choice;
 
 use crate::model::NodeRole;
+use crate::reader::ReadRecord;
 use crate::scenario::Settings;
 
 /// One finished poll iteration, as the driver reported it.
@@ -287,6 +289,55 @@ impl Oracle {
                 self.violate(at_ms, "host routes answer 200 or 404 once ready", format!("{target} -> {status}"));
                 None
             }
+        }
+    }
+
+    /// Checks one answered read-your-writes request (`/replica?min_lsn=..&wait_ms=..`, see [`ReadRecord`]).
+    pub fn check_read(&mut self, read: &ReadRecord) {
+        let at = read.answered_ms;
+        let held = read.answered_ms.saturating_sub(read.issued_ms);
+        if held > read.wait_ms {
+            let detail =
+                format!("asked at {} ms with wait_ms={}, answered after {held} ms", read.issued_ms, read.wait_ms);
+            self.violate(at, "a request is never held longer than its wait_ms", detail);
+        }
+        let choice = match read.answer {
+            Ok(choice) => choice,
+            Err(status) => {
+                let detail = format!("/replica?min_lsn={} -> {status}", read.min_lsn);
+                self.violate(at, "a valid read-your-writes request to a ready sidecar names a host", detail);
+                return;
+            }
+        };
+        let is_replica = matches!(choice, Choice::Replica(_));
+        if let Choice::Replica(i) = choice {
+            let name = self.names.get(i).cloned().unwrap_or_default();
+            if read.seen_lsn.is_none_or(|seen| seen < read.min_lsn) {
+                let seen = read.seen_lsn.map_or("none".to_owned(), |l| l.to_string());
+                let detail = format!("{name} handed out for min_lsn {} with replay position {seen}", read.min_lsn);
+                self.violate(at, "a replica handed out for min_lsn has replayed it, as pg-status saw it", detail);
+            }
+            // LSNs compare only along one history. The claim holds where pg-status saw the replica on the write's
+            // timeline and it still is: replay only moves forward there. A replica seen on another timeline (or
+            // none) may hold a different history at the same positions, and one rewound since has lost WAL.
+            let same_history = |tl: u32| tl == read.timeline && read.seen_timeline == Some(tl);
+            if let Some((position, timeline)) = read.true_position.filter(|&(_, tl)| same_history(tl)) {
+                if position < read.min_lsn {
+                    let detail = format!(
+                        "{name} handed out for min_lsn {} had truly replayed only {position} (timeline {timeline})",
+                        read.min_lsn
+                    );
+                    self.violate(at, "a replica handed out for min_lsn has truly replayed it", detail);
+                }
+            }
+        }
+        if read.satisfied && !is_replica {
+            let detail = format!("min_lsn {} answered {choice:?} from a snapshot with a replica for it", read.min_lsn);
+            self.violate(at, "a request some replica satisfies is answered by a replica", detail);
+        }
+        if matches!(read.at_once, Choice::Replica(_)) && !is_replica {
+            let detail = format!("min_lsn {}: {:?} at once, {choice:?} after waiting", read.min_lsn, read.at_once);
+            self.violate(at, "waiting never loses a replica answer", detail);
         }
     }
 
@@ -780,6 +831,57 @@ mod tests {
             "failover: /master names the new master within sleep + query_timeout",
         ] {
             assert!(names.contains(&expected), "{expected}: {names:?}");
+        }
+    }
+
+    #[test]
+    fn read_your_writes_answers_behind_min_lsn_late_or_lost_to_the_master_are_caught() {
+        let mut oracle = Oracle::new(vec!["db1".into(), "db2".into()], settings(2));
+        let good = ReadRecord {
+            issued_ms: 1_000,
+            answered_ms: 1_030,
+            wait_ms: 50,
+            min_lsn: Lsn(500),
+            timeline: 1,
+            at_once: Choice::Master(0),
+            answer: Ok(Choice::Replica(1)),
+            satisfied: true,
+            seen_lsn: Some(Lsn(500)),
+            seen_timeline: Some(1),
+            true_position: Some((Lsn(520), 1)),
+        };
+        oracle.check_read(&good);
+        // A fallback to the master at the deadline, and a replica whose history was rewound on a new timeline.
+        oracle.check_read(&ReadRecord {
+            answered_ms: 1_050,
+            answer: Ok(Choice::Master(0)),
+            satisfied: false,
+            ..good.clone()
+        });
+        oracle.check_read(&ReadRecord { true_position: Some((Lsn(300), 2)), ..good.clone() });
+        assert!(oracle.violations().is_empty(), "{:?}", oracle.violations());
+
+        let broken = [
+            (ReadRecord { seen_lsn: Some(Lsn(499)), ..good.clone() }, "as pg-status saw it"),
+            (ReadRecord { true_position: Some((Lsn(499), 1)), ..good.clone() }, "has truly replayed it"),
+            (ReadRecord { answered_ms: 1_051, ..good.clone() }, "held longer than its wait_ms"),
+            (ReadRecord { answer: Ok(Choice::Master(0)), ..good.clone() }, "some replica satisfies"),
+            (
+                ReadRecord {
+                    at_once: Choice::Replica(1),
+                    answer: Ok(Choice::Nothing),
+                    satisfied: false,
+                    ..good.clone()
+                },
+                "never loses a replica answer",
+            ),
+            (ReadRecord { answer: Err(503), ..good.clone() }, "names a host"),
+        ];
+        for (record, invariant) in broken {
+            let mut oracle = Oracle::new(vec!["db1".into(), "db2".into()], settings(2));
+            oracle.check_read(&record);
+            let names: Vec<&str> = oracle.violations().iter().map(|v| v.invariant).collect();
+            assert!(names.iter().any(|n| n.contains(invariant)), "{invariant}: {names:?} for {record:?}");
         }
     }
 }

@@ -9,14 +9,16 @@ use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use pg_status::driver::{Driver, EventLog};
-use pg_status::rt::{LocalBoxFuture, Runtime};
+use pg_status::rt::{Clock, LocalBoxFuture, Runtime};
 use pg_status_core::cluster::Snapshot;
 use pg_status_core::config::{Config, ConfigError};
 use pg_status_core::monitor::{Event, PollError, PollId};
 use pg_status_core::observation::{Observation, Role};
+use pg_status_core::select::Choice;
 
 use crate::model::{Cluster, NodeRole, NodeServer, SharedCluster, PASSWORD, PG_PORT};
 use crate::oracle::{Answers, NodeTruth, Oracle, PollRecord, Truth, Violation};
+use crate::reader::{self, ReadPlan, ReadRecord, ReadShares};
 use crate::rng::Rng;
 use crate::runtime::TurmoilRuntime;
 use crate::scenario::{self, Action, ScenarioError, Script};
@@ -60,6 +62,8 @@ pub struct Report {
     pub late_timers_ms: u64,
     /// The run's `PGSSLMODE` when it was not drawn from the seed, for the replay command.
     pub ssl_mode: Option<&'static str>,
+    /// How the read-your-writes client's requests were answered, when the scenario has one.
+    pub reads: Option<ReadShares>,
 }
 
 impl Report {
@@ -90,8 +94,6 @@ struct Observed {
     events: Vec<(u64, String)>,
     /// Loads the snapshot the driver published last (the driver's publication type stays its own business).
     snapshots: Option<Rc<dyn Fn() -> Arc<Snapshot>>>,
-    /// Asks the driver for fresh replica data, as a request with `wait_ms` does.
-    refresh: Option<Rc<dyn Fn()>>,
 }
 
 /// The driver's event log inside the simulation: timestamps in simulated ms, everything kept for the runner.
@@ -379,6 +381,46 @@ fn describe_poll(names: &[String], p: &PollRecord) -> String {
     }
 }
 
+/// Everything the sidecar's side of the simulation runs: the production poll driver and, when the scenario has
+/// one, the read-your-writes client waiting on its publications.
+struct Sidecar {
+    config: Config,
+    log: SimLog,
+    observed: Rc<RefCell<Observed>>,
+    cluster: SharedCluster,
+    plan: Option<ReadPlan>,
+    reads: Rc<RefCell<Vec<ReadRecord>>>,
+}
+
+impl Sidecar {
+    async fn run<R: Runtime>(self, rt: R) {
+        let driver = Driver::new(rt.clone(), &self.config, self.log);
+        let published = driver.published();
+        if let Some(plan) = self.plan {
+            let client = reader::run(rt, published.clone(), self.cluster, plan, self.reads, sim_ms);
+            drop(tokio::task::spawn_local(client));
+        }
+        self.observed.borrow_mut().snapshots = Some(Rc::new(move || arc_swap::Guard::into_inner(published.load())));
+        driver.run(std::future::pending::<()>()).await;
+    }
+}
+
+fn describe_read(names: &[String], read: &ReadRecord) -> String {
+    let name = |i: usize| names.get(i).map_or("?", String::as_str);
+    let answer = match read.answer {
+        Ok(Choice::Replica(i)) => format!("replica {}", name(i)),
+        Ok(Choice::Master(i)) => format!("master {}", name(i)),
+        Ok(Choice::Nothing) => "404".to_owned(),
+        Err(status) => status.to_string(),
+    };
+    format!(
+        "/replica?min_lsn={}&wait_ms={} -> {answer} after {} ms",
+        read.min_lsn,
+        read.wait_ms,
+        read.answered_ms.saturating_sub(read.issued_ms)
+    )
+}
+
 /// Runs scenario `name` with `seed`. With `verbose`, the trace also shows every poll and the cluster's state
 /// once a second.
 pub fn run(seed: u64, name: &str, verbose: bool) -> Result<Report, RunError> {
@@ -404,9 +446,7 @@ struct LateTimers {
     late: Duration,
 }
 
-impl Runtime for LateTimers {
-    type Stream = <TurmoilRuntime as Runtime>::Stream;
-
+impl Clock for LateTimers {
     fn now(&self) -> std::time::Instant {
         self.inner.now()
     }
@@ -414,6 +454,10 @@ impl Runtime for LateTimers {
     fn sleep_until(&self, deadline: std::time::Instant) -> LocalBoxFuture<()> {
         self.inner.sleep_until(deadline + self.late)
     }
+}
+
+impl Runtime for LateTimers {
+    type Stream = <TurmoilRuntime as Runtime>::Stream;
 
     fn connect(&self, host: &str, port: u16) -> LocalBoxFuture<std::io::Result<Self::Stream>> {
         self.inner.connect(host, port)
@@ -452,23 +496,19 @@ pub fn run_with(seed: u64, name: &str, options: Options) -> Result<Report, RunEr
         sim.host(n.as_str(), move || NodeServer::new(cluster.clone(), i).run());
     }
     let observed = Rc::new(RefCell::new(Observed::default()));
+    let reads: Rc<RefCell<Vec<ReadRecord>>> = Rc::default();
     {
         let observed = observed.clone();
         let log = SimLog { observed: observed.clone(), names: names.clone(), timeout_ms: s.query_timeout_ms };
+        let (cluster, reads) = (cluster.clone(), reads.clone());
+        let plan = script.reads;
         sim.client(SIDECAR, async move {
             let late = Duration::from_millis(options.late_timers_ms);
+            let sidecar = Sidecar { config, log, observed, cluster, plan, reads };
             if late.is_zero() {
-                let driver = Driver::new(TurmoilRuntime, &config, log);
-                let published = driver.published();
-                let asks = published.clone();
-                observed.borrow_mut().snapshots = Some(Rc::new(move || arc_swap::Guard::into_inner(published.load())));
-                observed.borrow_mut().refresh = Some(Rc::new(move || asks.request_refresh()));
-                driver.run(std::future::pending::<()>()).await;
+                sidecar.run(TurmoilRuntime).await;
             } else {
-                let driver = Driver::new(LateTimers { inner: TurmoilRuntime, late }, &config, log);
-                let published = driver.published();
-                observed.borrow_mut().snapshots = Some(Rc::new(move || arc_swap::Guard::into_inner(published.load())));
-                driver.run(std::future::pending::<()>()).await;
+                sidecar.run(LateTimers { inner: TurmoilRuntime, late }).await;
             }
             Ok(())
         });
@@ -494,6 +534,7 @@ pub fn run_with(seed: u64, name: &str, options: Options) -> Result<Report, RunEr
     let mut answers = Answers::default();
     let mut shown = Answers::default();
     let mut violations_shown = 0;
+    let mut shares = ReadShares::default();
     let line = |trace: &mut Vec<String>, at: u64, who: &str, text: &str| {
         trace.push(format!("{at:>7} ms  {who:<9} {text}"));
     };
@@ -544,15 +585,6 @@ pub fn run_with(seed: u64, name: &str, options: Options) -> Result<Report, RunEr
             line(&mut trace, now, "cluster", &text);
         }
 
-        if script.refresh_every_ms > 0 && now % script.refresh_every_ms < TICK_MS {
-            let refresh = observed.borrow().refresh.clone();
-            if let Some(refresh) = refresh {
-                refresh();
-                if verbose {
-                    line(&mut trace, now, "client", "asks for fresh replica data (wait_ms)");
-                }
-            }
-        }
         let stepped = world.sim.step();
         let now = u64::try_from(world.sim.elapsed().as_millis()).unwrap_or(u64::MAX);
         if let Some(message) = PANIC.with(|p| p.borrow_mut().take()) {
@@ -576,6 +608,13 @@ pub fn run_with(seed: u64, name: &str, options: Options) -> Result<Report, RunEr
         for (at, e) in &events {
             oracle.logged(e);
             line(&mut trace, *at, "pg-status", e);
+        }
+        for read in std::mem::take(&mut *reads.borrow_mut()) {
+            oracle.check_read(&read);
+            shares.count(&read);
+            if verbose {
+                line(&mut trace, read.answered_ms, "client", &describe_read(&names, &read));
+            }
         }
         let Some(snapshots) = snapshots else { continue };
         let snapshot = snapshots();
@@ -617,6 +656,17 @@ pub fn run_with(seed: u64, name: &str, options: Options) -> Result<Report, RunEr
             latencies
         ));
     }
+    if let Some(plan) = script.reads {
+        trace.push(format!(
+            "read-your-writes with wait_ms={}: {} requests, {:.1}% answered by a replica ({:.1}% without waiting), \
+             longest wait {} ms",
+            plan.wait_ms,
+            shares.requests,
+            shares.replica_percent(),
+            shares.at_once_percent(),
+            shares.longest_ms
+        ));
+    }
     Ok(Report {
         seed,
         scenario: script.name,
@@ -626,5 +676,6 @@ pub fn run_with(seed: u64, name: &str, options: Options) -> Result<Report, RunEr
         failover_bound_ms: bound,
         late_timers_ms: options.late_timers_ms,
         ssl_mode: options.ssl_mode,
+        reads: script.reads.map(|_| shares),
     })
 }

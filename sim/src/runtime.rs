@@ -7,15 +7,13 @@
 use std::io;
 use std::time::Instant;
 
-use pg_status::rt::{LocalBoxFuture, Runtime};
+use pg_status::rt::{Clock, LocalBoxFuture, Runtime};
 
 /// Runs the driver inside a turmoil host or client. Must only be used from within a simulation.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TurmoilRuntime;
 
-impl Runtime for TurmoilRuntime {
-    type Stream = turmoil::net::TcpStream;
-
+impl Clock for TurmoilRuntime {
     fn now(&self) -> Instant {
         tokio::time::Instant::now().into_std()
     }
@@ -23,6 +21,10 @@ impl Runtime for TurmoilRuntime {
     fn sleep_until(&self, deadline: Instant) -> LocalBoxFuture<()> {
         Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)))
     }
+}
+
+impl Runtime for TurmoilRuntime {
+    type Stream = turmoil::net::TcpStream;
 
     fn connect(&self, host: &str, port: u16) -> LocalBoxFuture<io::Result<Self::Stream>> {
         let host = host.to_owned();

@@ -8,6 +8,7 @@
 
 use std::fmt;
 
+use crate::reader::ReadPlan;
 use crate::rng::Rng;
 
 /// One thing that happens to a node, its link to the sidecar, or the whole cluster.
@@ -113,8 +114,7 @@ impl Settings {
             sync_max_lag_bytes: rng.range(10_000, 2_000_000),
             net_delay_ms: rng.range(1, 4),
             timeline_policy: rng.chance(0.3),
-            // `allow` is left out of the draw while it breaks the connection bound (see the ignored regression
-            // test in tests/scenarios.rs); `--sslmode allow` runs it.
+            // `--sslmode` overrides the draw for a replay.
             ssl_mode: ["disable", "prefer", "allow"][rng.index(3)],
         }
     }
@@ -133,8 +133,8 @@ pub struct Script {
     pub calm_at_ms: u64,
     /// When the run ends, in ms.
     pub end_ms: u64,
-    /// Every this many ms a client asks for fresh replica data (as `wait_ms` requests do); 0 for never.
-    pub refresh_every_ms: u64,
+    /// How a read-your-writes client reads with `wait_ms` during the run, if one does.
+    pub reads: Option<ReadPlan>,
 }
 
 /// The named scenarios, in the order `--scenario all` runs them.
@@ -152,6 +152,7 @@ pub const NAMED: &[&str] = &[
     "idle_master",
     "wrong_password",
     "latency",
+    "read_your_writes",
 ];
 
 /// Why a scenario cannot be built.
@@ -172,7 +173,11 @@ pub fn build(name: &str, seed: u64) -> Result<Script, ScenarioError> {
         return Err(ScenarioError::Unknown(name.to_owned()));
     }
     let nodes = rng.range(2, 4) as usize;
-    let settings = Settings::draw(&mut rng, nodes);
+    let mut settings = Settings::draw(&mut rng, nodes);
+    if name == "read_your_writes" {
+        // Polling seldom enough that a fresh write is almost never visible in the last poll: the case for waiting.
+        settings.sleep_ms = rng.range(300, 1_000);
+    }
     let period = settings.sleep_ms + settings.query_timeout_ms;
     // The fault lands after every host has been polled a few times.
     let t0 = 3 * period + rng.range(0, period);
@@ -181,6 +186,7 @@ pub fn build(name: &str, seed: u64) -> Result<Script, ScenarioError> {
     let other = (1..nodes).find(|&i| i != replica);
     let hold = (u64::from(settings.max_fails) + 2) * period + rng.range(0, 2 * period);
     let mut a: Vec<(u64, Action)> = Vec::new();
+    let mut reads = None;
     match name {
         "failover" => {
             let delay = rng.range(0, 2 * period);
@@ -263,13 +269,27 @@ pub fn build(name: &str, seed: u64) -> Result<Script, ScenarioError> {
             a.push((t0, Action::Latency(victim, ms.max(1))));
             a.push((t0 + hold, Action::Latency(victim, 0)));
         }
+        "read_your_writes" => {
+            // A client reads its own writes all along, willing to wait 50 ms for a replica; meanwhile a replica
+            // pauses replay, a write burst outruns the replicas, and the master fails over.
+            reads = Some(ReadPlan { every_ms: rng.range(5, 20), wait_ms: 50 });
+            a.push((t0, Action::PauseReplay(replica, true)));
+            a.push((t0 + period, Action::PauseReplay(replica, false)));
+            let burst = t0 + 2 * period;
+            a.push((burst, Action::Load(rng.range(10, 40))));
+            a.push((burst + period, Action::Load(1)));
+            let failover = burst + 3 * period;
+            a.push((failover, Action::Crash(master)));
+            a.push((failover + rng.range(0, period), Action::Promote(replica)));
+            a.push((failover + hold, Action::Restart(master)));
+        }
         _ => return Err(ScenarioError::Unknown(name.to_owned())),
     }
     a.sort_by_key(|(t, _)| *t);
     let last = a.last().map_or(t0, |(t, _)| *t);
     let calm_at_ms = last + period;
     let end_ms = calm_at_ms + calm_length(&settings);
-    Ok(Script { name: name.to_owned(), settings, actions: a, calm_at_ms, end_ms, refresh_every_ms: 0 })
+    Ok(Script { name: name.to_owned(), settings, actions: a, calm_at_ms, end_ms, reads })
 }
 
 /// How long the calm phase lasts: long enough for every host to come back, with time to spare for checking.
@@ -342,8 +362,12 @@ fn swarm(rng: &mut Rng) -> Script {
     let last = actions.last().map_or(fault_end, |(t, _)| *t).max(fault_end);
     let calm_at_ms = last + 1;
     let end_ms = calm_at_ms + calm_length(&settings);
-    let refresh_every_ms = if rng.chance(0.5) { rng.range(10, 2 * period) } else { 0 };
-    Script { name: "swarm".to_owned(), settings, actions, calm_at_ms, end_ms, refresh_every_ms }
+    let reads = if rng.chance(0.5) {
+        Some(ReadPlan { every_ms: rng.range(10, 2 * period), wait_ms: [0, 10, 50, 200][rng.index(4)] })
+    } else {
+        None
+    };
+    Script { name: "swarm".to_owned(), settings, actions, calm_at_ms, end_ms, reads }
 }
 
 impl fmt::Display for Settings {

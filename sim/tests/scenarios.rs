@@ -61,6 +61,7 @@ scenario_tests!(
     idle_master,
     wrong_password,
     latency,
+    read_your_writes,
 );
 
 #[test]
@@ -159,4 +160,32 @@ fn prefer_and_allow_log_in_as_disable_does_when_the_server_declines_tls() {
 #[test]
 fn an_unknown_scenario_is_an_error() {
     assert!(run(0, "no_such_scenario", false).is_err());
+}
+
+#[test]
+fn waiting_for_a_replica_raises_the_share_of_replica_answers() {
+    // Polling every 300-1000 ms while the master writes all the time: without waiting, the last poll of a replica
+    // almost never shows a write made just now; with wait_ms=50 the refresh round does, except while the faults
+    // of the scenario leave no replica that could (a paused or outrun replica, a failover).
+    let mut total = pg_status_sim::reader::ReadShares::default();
+    let mut runs = Vec::new();
+    for seed in 0..seeds() {
+        let report = run(seed, "read_your_writes", false).expect("the scenario exists");
+        assert!(report.passed(), "seed {seed}: {:?}\n  replay: {}", report.violations, report.replay_command());
+        let shares = report.reads.expect("the scenario reads");
+        assert!(shares.requests > 100, "seed {seed}: only {} requests", shares.requests);
+        runs.push(format!("seed {seed}: {:.1}% vs {:.1}% at once", shares.replica_percent(), shares.at_once_percent()));
+        total.add(&shares);
+    }
+    assert!(total.at_once_percent() < 5.0, "without waiting: {:.1}%; {runs:?}", total.at_once_percent());
+    assert!(total.replica_percent() > 70.0, "with wait_ms=50: {:.1}%; {runs:?}", total.replica_percent());
+}
+
+#[test]
+fn the_oracle_notices_requests_held_past_their_wait_ms() {
+    use pg_status_sim::run::{run_with, Options};
+    let report = run_with(1, "read_your_writes", Options { late_timers_ms: 100, ..Options::default() })
+        .expect("the scenario exists");
+    let broken: Vec<&str> = report.violations.iter().map(|v| v.invariant).collect();
+    assert!(broken.contains(&"a request is never held longer than its wait_ms"), "{broken:?}");
 }

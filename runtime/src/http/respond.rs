@@ -1,13 +1,10 @@
-//! One request in, one answer out: the core's pure handler behind hyper's types, and the wait of a
-//! `min_lsn` request that asked for one (`wait_ms`).
+//! One request in, one answer out: the core's pure handler behind hyper's types, and the answer of a
+//! `min_lsn` request after its wait (`wait_ms`).
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use async_io::Timer;
 use bytes::Bytes;
-use futures_lite::future;
 use http_body_util::Full;
 use hyper::header::{HeaderValue, ACCEPT, ALLOW, CONTENT_TYPE};
 use hyper::{Request, StatusCode};
@@ -15,11 +12,12 @@ use pg_status_core::cluster::Snapshot;
 use pg_status_core::config::LogLevel;
 use pg_status_core::http::{self, Body, Prepared, Response, Route, Selection};
 use pg_status_core::metrics::HttpCounters;
-use pg_status_core::monitor::REFRESH_SPACING;
 use pg_status_core::select::Choice;
 
 use crate::log::Logger;
 use crate::publish::Published;
+use crate::rt::SystemClock;
+use crate::wait;
 
 /// What to do with a request: answer at once, or wait for fresher data first.
 pub(crate) enum Plan {
@@ -53,34 +51,15 @@ pub(crate) fn plan<B>(
     Plan::Now(convert(response))
 }
 
-/// Waits until a snapshot satisfies `selection` or its `wait_ms` runs out, then answers from the latest one
-/// (and counts the answer).
-/// While it waits it keeps asking the poller for fresh replica data; the core grants at most one refresh round
-/// every [`REFRESH_SPACING`], however many requests ask.
+/// Waits until a snapshot satisfies `selection` or its `wait_ms` runs out (see [`wait::for_replica`]), then
+/// answers from the latest one and counts the answer.
 pub(crate) async fn wait(
     published: &Published,
     cursor: &AtomicUsize,
     logger: &Logger,
     selection: Selection,
 ) -> hyper::Response<Full<Bytes>> {
-    let deadline = Instant::now().checked_add(Duration::from_millis(selection.wait_ms));
-    loop {
-        let changed = published.changed();
-        if selection.satisfied(&published.load()) {
-            break;
-        }
-        let now = Instant::now();
-        if deadline.is_some_and(|at| now >= at) {
-            break;
-        }
-        published.request_refresh();
-        // Look again at the next snapshot, or when the next refresh may be asked for.
-        let pause = async {
-            Timer::after(REFRESH_SPACING).await;
-        };
-        future::or(changed, pause).await;
-    }
-    let snapshot = published.load();
+    let snapshot = wait::for_replica(&SystemClock, published, &selection).await;
     let (choice, response) = selection.answer(&snapshot, cursor);
     log_fallback(logger, &snapshot, selection.route.path(), choice);
     published.http_counters().record(Some(selection.route), response.status);
