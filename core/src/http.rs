@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use crate::cluster::Snapshot;
+use crate::config::SplitBrainPolicy;
 use crate::lsn::Lsn;
 use crate::select::{select, Choice, Filter, Pick};
 
@@ -297,7 +298,16 @@ fn selection(snapshot: &Snapshot, route: Route, query: &str, json: bool) -> Resu
         _ => (None, None, false, Pick::RoundRobin),
     };
     let wait_ms = if min_lsn.is_some() { wait_ms.unwrap_or(0).min(s.max_wait_ms) } else { 0 };
-    Ok(Selection { route, filter: Filter { max_lag_ms, max_lag_bytes, either, min_lsn }, pick, json, wait_ms })
+    // The write behind a `min_lsn` went to the master this snapshot names; trusting timelines, only replicas
+    // on its timeline can be compared with it.
+    let timeline = match (min_lsn, s.split_brain) {
+        (Some(_), SplitBrainPolicy::Timeline) => {
+            snapshot.master.and_then(|m| snapshot.hosts.get(m)).and_then(|h| h.timeline)
+        }
+        _ => None,
+    };
+    let filter = Filter { max_lag_ms, max_lag_bytes, either, min_lsn, timeline };
+    Ok(Selection { route, filter, pick, json, wait_ms })
 }
 
 /// The answer naming a host, or 404 when there is none.

@@ -17,6 +17,10 @@ pub struct Filter {
     pub either: bool,
     /// The replica must have replayed at least this far.
     pub min_lsn: Option<Lsn>,
+    /// The replica must report this timeline. Set with `min_lsn` under `pg_status__split_brain=timeline`, to
+    /// the elected master's: positions compare only along one history, and a replica still on an older
+    /// timeline (or on none it can show) may hold other WAL at the same positions than the master written to.
+    pub timeline: Option<u32>,
 }
 
 impl Filter {
@@ -36,7 +40,8 @@ impl Filter {
             None => true,
             Some(min) => host.lsn.is_some_and(|lsn| lsn >= min),
         };
-        lag_ok && lsn_ok
+        let history_ok = self.timeline.is_none_or(|t| host.timeline == Some(t));
+        lag_ok && lsn_ok && history_ok
     }
 }
 

@@ -25,7 +25,11 @@ fn spec() -> impl Strategy<Value = Spec> {
     let obs = prop_oneof![
         (0u64..3000).prop_map(master),
         (0u64..3000, 0u64..3000).prop_map(|(lsn, delay)| replica(lsn, delay)),
-        (0u64..3000, 0u64..3000).prop_map(|(lsn, delay)| replica(lsn, delay)),
+        (0u64..3000, 0u64..3000, proptest::option::weighted(0.8, 1u32..3)).prop_map(|(lsn, delay, timeline)| {
+            let mut obs = replica(lsn, delay);
+            obs.timeline = timeline;
+            obs
+        }),
     ];
     let dc = prop_oneof![Just(Some("x")), Just(Some("y"))];
     (health, proptest::option::weighted(0.9, obs), dc).prop_map(|(health, obs, dc)| {
@@ -41,12 +45,14 @@ fn filter() -> impl Strategy<Value = Filter> {
         proptest::option::of(0u64..2000),
         any::<bool>(),
         proptest::option::of((0u64..3000).prop_map(Lsn)),
+        proptest::option::weighted(0.2, 1u32..3),
     )
-        .prop_map(|(max_lag_ms, max_lag_bytes, either, min_lsn)| Filter {
+        .prop_map(|(max_lag_ms, max_lag_bytes, either, min_lsn, timeline)| Filter {
             max_lag_ms,
             max_lag_bytes,
             either,
             min_lsn,
+            timeline,
         })
 }
 
@@ -64,6 +70,7 @@ fn satisfies(snap: &Snapshot, i: usize, f: &Filter) -> bool {
         conds.iter().all(|c| *c)
     };
     lag && f.min_lsn.is_none_or(|min| h.lsn.is_some_and(|l| l >= min))
+        && f.timeline.is_none_or(|t| h.timeline == Some(t))
 }
 
 fn candidates(snap: &Snapshot, f: &Filter, health: Health) -> Vec<usize> {
@@ -165,6 +172,47 @@ fn timeline_policy_prefers_the_newest_timeline_and_host_order_breaks_ties() {
         Spec { health: Health::Alive, obs: Some(new), dc: None },
     ];
     assert_eq!(snapshot(&specs, settings, None).master, Some(1));
+}
+
+#[test]
+fn trusting_timelines_min_lsn_counts_only_replicas_on_the_masters_timeline() {
+    // h0 was promoted to timeline 2; h1 already follows it; h2 still shows timeline 1, past the promotion
+    // point, and h3 shows no timeline at all (its WAL receiver is not running).
+    let mut new_master = master(1000);
+    new_master.timeline = Some(2);
+    let on = |timeline: Option<u32>, lsn: u64| {
+        let mut obs = replica(lsn, 0);
+        obs.timeline = timeline;
+        Spec { health: Health::Alive, obs: Some(obs), dc: None }
+    };
+    let specs = [
+        Spec { health: Health::Alive, obs: Some(new_master), dc: None },
+        on(Some(2), 900),
+        on(Some(1), 1000),
+        on(None, 1000),
+    ];
+    let answers = |policy: SplitBrainPolicy, target: &str| -> Vec<String> {
+        let mut settings = settings();
+        settings.split_brain = policy;
+        let snap = snapshot(&specs, settings, None);
+        let cursor = AtomicUsize::new(0);
+        let mut seen: Vec<String> = (0..6)
+            .map(|_| {
+                let response = pg_status_core::http::handle(&snap, &cursor, "GET", target, None);
+                String::from_utf8_lossy(response.body.as_bytes()).into_owned()
+            })
+            .collect();
+        seen.sort();
+        seen.dedup();
+        seen
+    };
+    // Trusting host order, positions are compared as they are, as upstream does.
+    assert_eq!(answers(SplitBrainPolicy::HostOrder, "/replica?min_lsn=0/3E8"), ["h2", "h3"]);
+    // Trusting timelines, neither compares with a write on timeline 2: the master, until they follow it.
+    assert_eq!(answers(SplitBrainPolicy::Timeline, "/replica?min_lsn=0/3E8"), ["h0"]);
+    assert_eq!(answers(SplitBrainPolicy::Timeline, "/replica?min_lsn=0/384"), ["h1"]);
+    // Without min_lsn the timeline plays no part.
+    assert_eq!(answers(SplitBrainPolicy::Timeline, "/replica"), ["h1", "h2", "h3"]);
 }
 
 #[test]

@@ -646,6 +646,9 @@ struct Wanted {
     most_sync: bool,
     /// What `wait_ms` should come to: capped by `max_wait_ms`, and 0 without `min_lsn`.
     wait_ms: u64,
+    /// With `min_lsn` under the timeline policy: the elected master's timeline, the only one a replica may
+    /// show to be compared with the write.
+    timeline: Option<u32>,
 }
 
 impl Wanted {
@@ -670,7 +673,8 @@ impl Wanted {
             Some(min) => view.lsn.is_some_and(|lsn| lsn.0 >= min.0),
             None => true,
         };
-        lag && fresh
+        let same_history = self.timeline.is_none_or(|t| view.timeline == Some(t));
+        lag && fresh && same_history
     }
 }
 
@@ -809,6 +813,12 @@ fn reference_request(case: &HttpCase) -> Expected {
         min_lsn,
         most_sync: path == "/most_sync_by_bytes",
         wait_ms: if min_lsn.is_some() { wait_ms.unwrap_or(0).min(s.max_wait_ms) } else { 0 },
+        timeline: match min_lsn {
+            Some(_) if s.split_brain == SplitBrainPolicy::Timeline => {
+                reference_master(case).and_then(|m| case.hosts[m].last.as_ref()).and_then(|o| o.timeline)
+            }
+            _ => None,
+        },
     })
 }
 

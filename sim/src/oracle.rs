@@ -320,7 +320,10 @@ impl Oracle {
             // LSNs compare only along one history. The claim holds where pg-status saw the replica on the write's
             // timeline and it still is: replay only moves forward there. A replica seen on another timeline (or
             // none) may hold a different history at the same positions, and one rewound since has lost WAL.
-            let same_history = |tl: u32| tl == read.timeline && read.seen_timeline == Some(tl);
+            // With pg_status__split_brain=timeline the core hands out only replicas seen on the write's
+            // timeline, so there the claim stands for every replica still on it.
+            let timeline_policy = self.settings.timeline_policy;
+            let same_history = |tl: u32| tl == read.timeline && (timeline_policy || read.seen_timeline == Some(tl));
             if let Some((position, timeline)) = read.true_position.filter(|&(_, tl)| same_history(tl)) {
                 if position < read.min_lsn {
                     let detail = format!(
@@ -409,6 +412,12 @@ impl Oracle {
             self.violate(at_ms, "/master names the host decision 4 elects", detail);
         }
         let master_lsn = expected.and_then(|m| self.hosts[m].last_ok.as_ref()).and_then(|o| o.current_lsn);
+        // Trusting timelines, a `min_lsn` compares only with replicas that showed the elected master's timeline.
+        let history = if s.timeline_policy {
+            expected.and_then(|m| self.hosts[m].last_ok.as_ref()).and_then(|o| o.timeline)
+        } else {
+            None
+        };
 
         self.time_lag(at_ms, snapshot, master_lsn);
         // Replica routes: every answer must satisfy its filter at the host's last poll, else be the master
@@ -443,10 +452,12 @@ impl Oracle {
                 };
                 lag_ok && min.is_none_or(|m| lsn.is_some_and(|l| l >= m))
             };
+            let timeline = |i: usize| self.hosts[i].last_ok.as_ref().and_then(|o| o.timeline);
+            let same_history = |i: usize| min.is_none() || history.is_none_or(|t| timeline(i) == Some(t));
             let candidates: Vec<(usize, u64, bool)> = (0..self.hosts.len())
                 .filter_map(|i| {
                     self.lag(i, master_lsn, snapshot)
-                        .filter(|&l| accepts(l))
+                        .filter(|&l| accepts(l) && same_history(i))
                         .map(|l| (i, l.1, self.hosts[i].fails == 0))
                 })
                 .collect();
