@@ -10,6 +10,11 @@
 //! pg-status's view, so `/replica?min_lsn=` falls back to the master; `wait_ms=50` lets pg-status poll the
 //! replicas at once and answer with one that has replayed the write. Every answer is checked to contain the
 //! write (read-your-writes), the share of replica answers is measured both ways and printed.
+//!
+//! Timelines and `min_lsn`: a replica is promoted while another keeps following the still-writing old primary,
+//! whose WAL carries the follower's position past a write made on the new master. Under `host_order` the
+//! follower qualifies for that write's `min_lsn` by its position (upstream's comparison); under `timeline` it
+//! does not, since it shows another timeline than the master's, and the master answers.
 
 mod common;
 
@@ -256,5 +261,81 @@ fn wait_ms_raises_the_share_of_replica_answers() {
     let bound = Duration::from_millis(WAIT_MS + 200);
     let worst = l0.last().copied().max(l1.last().copied()).unwrap_or_default();
     c.check(worst < bound, || format!("no lookup took much longer than the wait: worst {worst:?}, bound {bound:?}"));
+    c.finish();
+}
+
+/// The distinct hosts named by `count` plain answers to `GET path`.
+fn hosts_answering(p: &PgStatus, path: &str, count: usize) -> Vec<String> {
+    let mut seen: Vec<String> = (0..count).map(|_| common::plain_200(p, path)).collect();
+    seen.sort();
+    seen.dedup();
+    seen
+}
+
+#[test]
+fn min_lsn_under_the_timeline_policy_skips_replicas_of_another_history() {
+    let Some(bins) = postgres_or_skip("min_lsn_under_the_timeline_policy_skips_replicas_of_another_history") else {
+        return;
+    };
+    let cluster = Cluster::start(&bins, ClusterOptions::with_replicas(2)).expect("cluster");
+    let (old, promoted, follower) = (cluster.node(0), cluster.node(1), cluster.node(2));
+    old.execute("CREATE TABLE ryw (id bigserial PRIMARY KEY, v int NOT NULL)").expect("table");
+    cluster.wait_caught_up(Duration::from_secs(30)).expect("replicas caught up");
+    let nodes = [old, promoted, follower];
+    let policies = ["host_order", "timeline"];
+    let sidecars: Vec<PgStatus> =
+        policies.iter().map(|policy| start_ready(for_nodes(&nodes).env("pg_status__split_brain", policy))).collect();
+    for p in &sidecars {
+        common::settle(p, "/master", &old.host());
+    }
+
+    // One replica is promoted onto timeline 2 while the other keeps following the old primary on timeline 1,
+    // which keeps running and writing: a failover caught half-way.
+    promoted.promote().expect("promote");
+    let timeline_policy = &sidecars[1];
+    timeline_policy
+        .wait_for_body("/master", &promoted.host(), transition())
+        .unwrap_or_else(|e| panic!("the timeline policy elects the promoted host: {e}\n{}", dump(timeline_policy)));
+
+    // A write on the new master, then more WAL on the old one than that, so the follower's replay position
+    // passes the write's LSN as a number although the follower never received the write.
+    let id: String = promoted.value("INSERT INTO ryw (v) VALUES (1) RETURNING id").expect("insert").expect("id");
+    let written = promoted.current_wal_lsn().expect("lsn");
+    let mut old_lsn = old.current_wal_lsn().expect("lsn");
+    while old_lsn <= written + (1 << 20) {
+        old_lsn = pg_status_tests::pg::write_rows(old, 20_000).expect("write on the old primary");
+    }
+    follower.wait_replayed(old_lsn, Duration::from_secs(30)).expect("the follower replays the old primary's WAL");
+    let row_on_follower = follower.query(&format!("SELECT 1 FROM ryw WHERE id = {id}")).expect("read");
+    assert!(row_on_follower.is_empty(), "the follower never received the write on the new timeline");
+
+    let lsn = format_lsn(written);
+    for p in &sidecars {
+        p.wait_for_host(&follower.host(), transition(), |e| {
+            e["lsn"].as_str().and_then(pg_status_tests::pg::parse_lsn).is_some_and(|l| l >= old_lsn)
+        })
+        .unwrap_or_else(|e| panic!("the follower's position is seen: {e}\n{}", dump(p)));
+    }
+    let mut c = Checks::new();
+    let path = format!("/replica?min_lsn={lsn}");
+    // Upstream's comparison: the follower's position is past the write's, so it qualifies.
+    c.eq("host_order: min_lsn compares positions only", hosts_answering(&sidecars[0], &path, 4), vec![follower.host()]);
+    // Trusting timelines: the follower shows timeline 1, the write is on 2, so the master answers, also after
+    // waiting, while the follower is still handed out without min_lsn.
+    c.eq(
+        "timeline: min_lsn skips a replica of another timeline",
+        hosts_answering(timeline_policy, &path, 4),
+        vec![promoted.host()],
+    );
+    c.eq(
+        "timeline: ... also after waiting",
+        hosts_answering(timeline_policy, &format!("{path}&wait_ms=100"), 2),
+        vec![promoted.host()],
+    );
+    c.eq(
+        "timeline: without min_lsn the follower is a replica",
+        hosts_answering(timeline_policy, "/replica", 4),
+        vec![follower.host()],
+    );
     c.finish();
 }
