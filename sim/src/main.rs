@@ -11,7 +11,7 @@
 use std::process::ExitCode;
 
 use pg_status_sim::reader::ReadShares;
-use pg_status_sim::run::{run_with, Options, Report};
+use pg_status_sim::run::{run_with, Options, Report, SplitBrain};
 use pg_status_sim::scenario::NAMED;
 
 struct Args {
@@ -21,14 +21,22 @@ struct Args {
     seeds: Option<u64>,
     late_timers_ms: u64,
     ssl_mode: Option<&'static str>,
+    split_brain: Option<SplitBrain>,
 }
 
 const USAGE: &str = "usage: pg-status-sim --seed N [--scenario NAME|all|swarm] [--trace] [--seeds COUNT] \
-                     [--sslmode disable|prefer|allow] [--late-timers-ms MS (a deliberately broken runtime, to see a failure)]";
+                     [--sslmode disable|prefer|allow] [--split-brain host_order|timeline] [--late-timers-ms MS (a deliberately broken runtime, to see a failure)]";
 
 fn parse() -> Result<Args, String> {
-    let mut args =
-        Args { seed: 0, scenario: "swarm".to_owned(), trace: false, seeds: None, late_timers_ms: 0, ssl_mode: None };
+    let mut args = Args {
+        seed: 0,
+        scenario: "swarm".to_owned(),
+        trace: false,
+        seeds: None,
+        late_timers_ms: 0,
+        ssl_mode: None,
+        split_brain: None,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
@@ -47,6 +55,14 @@ fn parse() -> Result<Args, String> {
                     "prefer" => "prefer",
                     "allow" => "allow",
                     other => return Err(format!("--sslmode: {other:?} is not disable, prefer or allow")),
+                });
+            }
+            "--split-brain" => {
+                let policy = value("--split-brain")?;
+                args.split_brain = Some(match policy.as_str() {
+                    "host_order" => SplitBrain::HostOrder,
+                    "timeline" => SplitBrain::Timeline,
+                    other => return Err(format!("--split-brain: {other:?} is not host_order or timeline")),
                 });
             }
             "--seeds" => args.seeds = Some(value("--seeds")?.parse().map_err(|e| format!("--seeds: {e}"))?),
@@ -85,7 +101,12 @@ fn main() -> ExitCode {
             match run_with(
                 args.seed,
                 scenario,
-                Options { verbose: args.trace, late_timers_ms: args.late_timers_ms, ssl_mode: args.ssl_mode },
+                Options {
+                    verbose: args.trace,
+                    late_timers_ms: args.late_timers_ms,
+                    ssl_mode: args.ssl_mode,
+                    split_brain: args.split_brain,
+                },
             ) {
                 Ok(report) => {
                     for line in &report.trace {
@@ -108,7 +129,12 @@ fn main() -> ExitCode {
             match run_with(
                 seed,
                 scenario,
-                Options { verbose: false, late_timers_ms: args.late_timers_ms, ssl_mode: args.ssl_mode },
+                Options {
+                    verbose: false,
+                    late_timers_ms: args.late_timers_ms,
+                    ssl_mode: args.ssl_mode,
+                    split_brain: args.split_brain,
+                },
             ) {
                 Ok(report) => {
                     latencies.extend(report.failover_latencies.iter().copied());

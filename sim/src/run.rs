@@ -62,6 +62,8 @@ pub struct Report {
     pub late_timers_ms: u64,
     /// The run's `PGSSLMODE` when it was not drawn from the seed, for the replay command.
     pub ssl_mode: Option<&'static str>,
+    /// The run's `pg_status__split_brain` when it was not drawn from the seed, for the replay command.
+    pub split_brain: Option<SplitBrain>,
     /// How the read-your-writes client's requests were answered, when the scenario has one.
     pub reads: Option<ReadShares>,
 }
@@ -79,6 +81,10 @@ impl Report {
         if let Some(mode) = self.ssl_mode {
             command.push_str(" --sslmode ");
             command.push_str(mode);
+        }
+        if let Some(policy) = self.split_brain {
+            command.push_str(" --split-brain ");
+            command.push_str(policy.as_str());
         }
         if self.late_timers_ms > 0 {
             command.push_str(&format!(" --late-timers-ms {}", self.late_timers_ms));
@@ -437,6 +443,27 @@ pub struct Options {
     pub late_timers_ms: u64,
     /// `PGSSLMODE` instead of the one drawn from the seed (`disable`, `prefer`, `allow`).
     pub ssl_mode: Option<&'static str>,
+    /// `pg_status__split_brain` instead of the one drawn from the seed.
+    pub split_brain: Option<SplitBrain>,
+}
+
+/// A `pg_status__split_brain` policy, as the simulation's options name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitBrain {
+    /// `host_order`: the first master in host order wins.
+    HostOrder,
+    /// `timeline`: the master on the highest timeline wins.
+    Timeline,
+}
+
+impl SplitBrain {
+    /// The policy's name in `pg_status__split_brain`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SplitBrain::HostOrder => "host_order",
+            SplitBrain::Timeline => "timeline",
+        }
+    }
 }
 
 /// The turmoil runtime with timers that fire late by a fixed amount (see [`Options::late_timers_ms`]).
@@ -475,6 +502,9 @@ pub fn run_with(seed: u64, name: &str, options: Options) -> Result<Report, RunEr
     let mut script = scenario::build(name, seed)?;
     if let Some(mode) = options.ssl_mode {
         script.settings.ssl_mode = mode;
+    }
+    if let Some(policy) = options.split_brain {
+        script.settings.timeline_policy = policy == SplitBrain::Timeline;
     }
     let s = script.settings;
     let mut rng = Rng::new(seed).fork();
@@ -676,6 +706,7 @@ pub fn run_with(seed: u64, name: &str, options: Options) -> Result<Report, RunEr
         failover_bound_ms: bound,
         late_timers_ms: options.late_timers_ms,
         ssl_mode: options.ssl_mode,
+        split_brain: options.split_brain,
         reads: script.reads.map(|_| shares),
     })
 }

@@ -189,3 +189,43 @@ fn the_oracle_notices_requests_held_past_their_wait_ms() {
     let broken: Vec<&str> = report.violations.iter().map(|v| v.invariant).collect();
     assert!(broken.contains(&"a request is never held longer than its wait_ms"), "{broken:?}");
 }
+
+#[test]
+fn after_a_split_brain_heals_the_policy_decides_who_stays_master() {
+    use pg_status_sim::run::{run_with, Options, SplitBrain};
+    // In `split_brain` db1, the master, is cut off from the sidecar, a replica is promoted onto a new timeline,
+    // and the link heals while db1 still claims master: two masters until the calm phase demotes db1.
+    for policy in [SplitBrain::HostOrder, SplitBrain::Timeline] {
+        for seed in 0..seeds() {
+            let report = run_with(seed, "split_brain", Options { split_brain: Some(policy), ..Options::default() })
+                .expect("the scenario exists");
+            assert!(
+                report.passed(),
+                "{policy:?} seed {seed}: {:?}\n  replay: {}",
+                report.violations,
+                report.replay_command()
+            );
+            let healed =
+                report.trace.iter().position(|l| l.contains("sidecar <-> db1 repaired")).expect("the link heals");
+            let calm = report.trace.iter().position(|l| l.contains("calm phase")).expect("a calm phase");
+            let masters: Vec<&str> = report.trace[healed..calm]
+                .iter()
+                .filter_map(|l| l.split("/master -> ").nth(1))
+                .filter_map(|rest| rest.split(';').next())
+                .collect();
+            let trace = || report.trace.join("\n");
+            assert!(!masters.is_empty(), "{policy:?} seed {seed}: answers after the link heals\n{}", trace());
+            match policy {
+                // Upstream's rule: the stale old master is first in host order and wins again.
+                SplitBrain::HostOrder => assert!(masters.contains(&"db1"), "seed {seed}: {masters:?}\n{}", trace()),
+                // Evidence: the promoted host is on the newer timeline and stays master.
+                SplitBrain::Timeline => assert!(!masters.contains(&"db1"), "seed {seed}: {masters:?}\n{}", trace()),
+            }
+            assert!(
+                report.trace[healed..calm].iter().any(|l| l.contains("split brain: db1, ")),
+                "{policy:?} seed {seed}: the split brain is announced\n{}",
+                trace()
+            );
+        }
+    }
+}
