@@ -18,8 +18,8 @@ pub struct Filter {
     /// The replica must have replayed at least this far.
     pub min_lsn: Option<Lsn>,
     /// The replica must report this timeline. Set with `min_lsn` under `pg_status__split_brain=timeline`, to
-    /// the elected master's: positions compare only along one history, and a replica still on an older
-    /// timeline (or on none it can show) may hold other WAL at the same positions than the master written to.
+    /// the elected master's: positions compare only along one history, and at the same positions a replica
+    /// still on an older timeline (or showing none) may hold WAL that differs from what the master wrote.
     pub timeline: Option<u32>,
 }
 
