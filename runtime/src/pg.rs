@@ -3,8 +3,11 @@
 //! This is the only place that opens database connections; how they use TLS is [`crate::tls`]'s business.
 
 use std::error::Error as _;
+use std::future::Future as _;
+use std::pin::Pin;
 use std::time::Duration;
 
+use futures_channel::oneshot;
 use pg_status_core::config::SslMode;
 use pg_status_core::monitor::{PollError, PollErrorKind};
 use pg_status_core::observation::{Observation, POLL_QUERY};
@@ -24,7 +27,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 pub struct Session {
     client: Client,
     /// Dropped together with the client; its closing tells the connection task to stop waiting for the server.
-    _alive: async_channel::Sender<()>,
+    _alive: oneshot::Sender<()>,
 }
 
 /// How to log in: the parts of tokio-postgres' configuration that are the same for every host.
@@ -104,21 +107,22 @@ async fn open_as<R: Runtime>(
         handshake_failed: HandshakeError::caused(&e),
         refused_by_hba: e.code() == Some(&tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION),
     })?;
-    let (alive, closed) = async_channel::bounded::<()>(1);
+    // A oneshot channel is about 100 bytes; an async-channel with its listener was about 770, per host.
+    let (alive, closed) = oneshot::channel::<()>();
     let task_rt = rt.clone();
-    rt.spawn(Box::pin(async move {
-        // The connection future ends by itself once the client is gone and no answer is pending; the second
-        // branch bounds the wait when the server never answers.
-        let run = async {
-            let _ = connection.await;
-        };
-        let give_up = async {
-            // `recv` fails exactly when the session (and with it the sender) has been dropped.
-            let _ = closed.recv().await;
-            task_rt.sleep_until(task_rt.now() + CLOSE_GRACE).await;
-        };
-        futures_lite::future::or(run, give_up).await;
-    }));
+    // The connection future ends by itself once the client is gone and no answer is pending; the second
+    // branch bounds the wait when the server never answers. The connection is polled in place rather than
+    // awaited in an `async` block, which would keep room for it twice in the task (1,232 bytes per host
+    // instead of 432).
+    let mut connection = connection;
+    let run = futures_lite::future::poll_fn(move |cx| Pin::new(&mut connection).poll(cx).map(drop));
+    let give_up = async move {
+        // Nothing is ever sent: the receiver completes exactly when the session (and the sender) is dropped.
+        let _ = closed.await;
+        task_rt.sleep_until(task_rt.now() + CLOSE_GRACE).await;
+    };
+    let task = futures_lite::future::or(run, give_up);
+    rt.spawn(Box::pin(task));
     Ok(Session { client, _alive: alive })
 }
 

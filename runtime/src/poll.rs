@@ -39,7 +39,9 @@ pub(crate) async fn iterate<R: Runtime>(
     let work = async {
         let session = match session {
             Some(session) => session,
-            None => match connect(rt, target, deadline).await {
+            // Boxed: connecting is rare and its state is large; kept inline, every iteration's task (all
+            // in flight at once when many hosts are polled in step) would carry room for it.
+            None => match Box::pin(connect(rt, target, deadline)).await {
                 Ok(session) => session,
                 Err(error) => return (Err(error), None),
             },
