@@ -38,7 +38,7 @@ pub struct ReadRecord {
     pub issued_ms: u64,
     /// When it was answered, in simulated ms.
     pub answered_ms: u64,
-    /// The `wait_ms` it asked for.
+    /// The `wait_ms` it was granted (what it asked for, capped by `pg_status__max_wait_ms`).
     pub wait_ms: u64,
     /// The position of the write it must see: the WAL position of the master pg-status named when it was
     /// asked (the client writes there).
@@ -161,9 +161,10 @@ pub async fn run<C: Clock>(
         };
         // What the answer would be without waiting, on a copy of the cursor so the real one is not moved.
         let at_once = selection.answer(&snapshot, &AtomicUsize::new(cursor.load(Ordering::Relaxed))).0;
-        let request = Request { issued_ms, wait_ms: plan.wait_ms, min_lsn, timeline, at_once };
+        // The wait as granted (capped by pg_status__max_wait_ms), which the oracle holds the answer to.
+        let request = Request { issued_ms, wait_ms: selection.wait_ms, min_lsn, timeline, at_once };
         // As the HTTP front end does: a request that can be answered now is, from the snapshot it was asked on.
-        if plan.wait_ms == 0 || selection.satisfied(&snapshot) {
+        if selection.wait_ms == 0 || selection.satisfied(&snapshot) {
             records.borrow_mut().push(request.answered(&selection, &snapshot, &cursor, &cluster, now_ms()));
             continue;
         }
