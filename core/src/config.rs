@@ -84,6 +84,19 @@ pub enum SplitBrainPolicy {
     Timeline,
 }
 
+impl SplitBrainPolicy {
+    /// Every policy, in the order the documentation lists them.
+    pub const ALL: [SplitBrainPolicy; 2] = [SplitBrainPolicy::HostOrder, SplitBrainPolicy::Timeline];
+
+    /// The policy's value in `pg_status__split_brain`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SplitBrainPolicy::HostOrder => "host_order",
+            SplitBrainPolicy::Timeline => "timeline",
+        }
+    }
+}
+
 /// libpq's `sslmode` values, read from `PGSSLMODE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SslMode {
@@ -439,11 +452,11 @@ fn parse_log_level(value: Option<&str>) -> Result<LogLevel, ConfigError> {
 
 fn parse_split_brain(value: Option<&str>) -> Result<SplitBrainPolicy, ConfigError> {
     let Some(raw) = value else { return Ok(SplitBrainPolicy::HostOrder) };
-    match raw.trim().to_ascii_lowercase().as_str() {
-        "host_order" => Ok(SplitBrainPolicy::HostOrder),
-        "timeline" => Ok(SplitBrainPolicy::Timeline),
-        _ => Err(invalid("pg_status__split_brain", raw, "expected host_order or timeline")),
-    }
+    let wanted = raw.trim().to_ascii_lowercase();
+    SplitBrainPolicy::ALL
+        .into_iter()
+        .find(|p| p.as_str() == wanted)
+        .ok_or_else(|| invalid("pg_status__split_brain", raw, "expected host_order or timeline"))
 }
 
 fn parse_tls(env: &BTreeMap<String, String>) -> Result<TlsConfig, ConfigError> {

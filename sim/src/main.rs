@@ -10,8 +10,9 @@
 
 use std::process::ExitCode;
 
+use pg_status_core::config::SplitBrainPolicy;
 use pg_status_sim::reader::ReadShares;
-use pg_status_sim::run::{run_with, Options, Report, SplitBrain};
+use pg_status_sim::run::{run_with, Options, Report};
 use pg_status_sim::scenario::NAMED;
 
 struct Args {
@@ -21,7 +22,7 @@ struct Args {
     seeds: Option<u64>,
     late_timers_ms: u64,
     ssl_mode: Option<&'static str>,
-    split_brain: Option<SplitBrain>,
+    split_brain: Option<SplitBrainPolicy>,
 }
 
 const USAGE: &str = "usage: pg-status-sim --seed N [--scenario NAME|all|swarm] [--trace] [--seeds COUNT] \
@@ -59,11 +60,9 @@ fn parse() -> Result<Args, String> {
             }
             "--split-brain" => {
                 let policy = value("--split-brain")?;
-                args.split_brain = Some(match policy.as_str() {
-                    "host_order" => SplitBrain::HostOrder,
-                    "timeline" => SplitBrain::Timeline,
-                    other => return Err(format!("--split-brain: {other:?} is not host_order or timeline")),
-                });
+                let found = SplitBrainPolicy::ALL.into_iter().find(|p| p.as_str() == policy);
+                args.split_brain =
+                    Some(found.ok_or_else(|| format!("--split-brain: {policy:?} is not host_order or timeline"))?);
             }
             "--seeds" => args.seeds = Some(value("--seeds")?.parse().map_err(|e| format!("--seeds: {e}"))?),
             "-h" | "--help" => return Err(USAGE.to_owned()),

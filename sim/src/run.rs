@@ -11,7 +11,7 @@ use std::time::Duration;
 use pg_status::driver::{Driver, EventLog};
 use pg_status::rt::{Clock, LocalBoxFuture, Runtime};
 use pg_status_core::cluster::Snapshot;
-use pg_status_core::config::{Config, ConfigError};
+use pg_status_core::config::{Config, ConfigError, SplitBrainPolicy};
 use pg_status_core::monitor::{Event, PollError, PollId};
 use pg_status_core::observation::{Observation, Role};
 use pg_status_core::select::Choice;
@@ -63,7 +63,7 @@ pub struct Report {
     /// The run's `PGSSLMODE` when it was not drawn from the seed, for the replay command.
     pub ssl_mode: Option<&'static str>,
     /// The run's `pg_status__split_brain` when it was not drawn from the seed, for the replay command.
-    pub split_brain: Option<SplitBrain>,
+    pub split_brain: Option<SplitBrainPolicy>,
     /// How the read-your-writes client's requests were answered, when the scenario has one.
     pub reads: Option<ReadShares>,
 }
@@ -355,7 +355,7 @@ fn config(script: &Script, names: &[String]) -> Result<Config, ConfigError> {
         ("pg_status__conn_max_age_ms", s.conn_max_age_ms.to_string()),
         ("pg_status__sync_max_lag_ms", s.sync_max_lag_ms.to_string()),
         ("pg_status__sync_max_lag_bytes", s.sync_max_lag_bytes.to_string()),
-        ("pg_status__split_brain", if s.timeline_policy { "timeline" } else { "host_order" }.to_owned()),
+        ("pg_status__split_brain", s.split_brain().as_str().to_owned()),
         ("PGSSLMODE", s.ssl_mode.to_owned()),
     ];
     Config::from_vars(vars)
@@ -444,26 +444,7 @@ pub struct Options {
     /// `PGSSLMODE` instead of the one drawn from the seed (`disable`, `prefer`, `allow`).
     pub ssl_mode: Option<&'static str>,
     /// `pg_status__split_brain` instead of the one drawn from the seed.
-    pub split_brain: Option<SplitBrain>,
-}
-
-/// A `pg_status__split_brain` policy, as the simulation's options name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SplitBrain {
-    /// `host_order`: the first master in host order wins.
-    HostOrder,
-    /// `timeline`: the master on the highest timeline wins.
-    Timeline,
-}
-
-impl SplitBrain {
-    /// The policy's name in `pg_status__split_brain`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SplitBrain::HostOrder => "host_order",
-            SplitBrain::Timeline => "timeline",
-        }
-    }
+    pub split_brain: Option<SplitBrainPolicy>,
 }
 
 /// The turmoil runtime with timers that fire late by a fixed amount (see [`Options::late_timers_ms`]).
@@ -504,7 +485,7 @@ pub fn run_with(seed: u64, name: &str, options: Options) -> Result<Report, RunEr
         script.settings.ssl_mode = mode;
     }
     if let Some(policy) = options.split_brain {
-        script.settings.timeline_policy = policy == SplitBrain::Timeline;
+        script.settings.timeline_policy = policy == SplitBrainPolicy::Timeline;
     }
     let s = script.settings;
     let mut rng = Rng::new(seed).fork();

@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+use pg_status_core::config::SplitBrainPolicy;
+
 use crate::reader::ReadPlan;
 use crate::rng::Rng;
 
@@ -101,6 +103,15 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// `pg_status__split_brain` as these settings have it.
+    pub fn split_brain(&self) -> SplitBrainPolicy {
+        if self.timeline_policy {
+            SplitBrainPolicy::Timeline
+        } else {
+            SplitBrainPolicy::HostOrder
+        }
+    }
+
     /// Settings drawn from the seed, within ranges where a run stays short.
     pub fn draw(rng: &mut Rng, nodes: usize) -> Settings {
         let query_timeout_ms = rng.range(120, 400);
@@ -383,7 +394,7 @@ impl fmt::Display for Settings {
             self.conn_max_age_ms,
             self.sync_max_lag_ms,
             self.sync_max_lag_bytes,
-            if self.timeline_policy { "timeline" } else { "host_order" },
+            self.split_brain().as_str(),
             self.ssl_mode,
             self.net_delay_ms
         )

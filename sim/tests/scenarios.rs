@@ -192,7 +192,8 @@ fn the_oracle_notices_requests_held_past_their_wait_ms() {
 
 #[test]
 fn after_a_split_brain_heals_the_policy_decides_who_stays_master() {
-    use pg_status_sim::run::{run_with, Options, SplitBrain};
+    use pg_status_core::config::SplitBrainPolicy as SplitBrain;
+    use pg_status_sim::run::{run_with, Options};
     // In `split_brain` db1, the master, is cut off from the sidecar, a replica is promoted onto a new timeline,
     // and the link heals while db1 still claims master: two masters until the calm phase demotes db1.
     for policy in [SplitBrain::HostOrder, SplitBrain::Timeline] {
