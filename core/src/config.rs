@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use core::net::IpAddr;
 use std::time::Duration;
 
+use crate::wire::{AuthMethod, AuthMethods};
+
 /// Why the environment does not describe a usable configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -170,6 +172,8 @@ pub struct Config {
     pub current_geo: Option<String>,
     /// TLS to PostgreSQL.
     pub tls: TlsConfig,
+    /// `pg_status__require_auth` (or libpq's `PGREQUIREAUTH`): the authentication methods a server may ask for.
+    pub require_auth: AuthMethods,
     /// Things worth telling the operator at start-up that do not stop the program.
     pub warnings: Vec<String>,
 }
@@ -196,6 +200,7 @@ impl std::fmt::Debug for Config {
             .field("current_dc", &self.current_dc)
             .field("current_geo", &self.current_geo)
             .field("tls", &self.tls)
+            .field("require_auth", &self.require_auth)
             .field("warnings", &self.warnings)
             .finish()
     }
@@ -227,7 +232,25 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "pg_status__current_geo",
     "pg_status__current_dc_env",
     "pg_status__current_geo_env",
+    "pg_status__require_auth",
 ];
+
+/// The largest `pg_status__max_wait_ms`: a request held longer belongs in the client's own retry loop, and
+/// shutdown waits for held requests this long at most.
+pub const MAX_WAIT_LIMIT_MS: u64 = 60_000;
+
+/// Variables whose values may hold any character: the password is never printed, and other programs' variables
+/// are not ours to judge.
+fn may_hold_control_characters(name: &str) -> bool {
+    name == "pg_status__pg_password"
+        || !(name.starts_with("pg_status__") || name.starts_with("PGSSL") || name == "PGREQUIREAUTH")
+}
+
+/// A character that would let a value forge or split a log line: ASCII and C1 controls, and Unicode's line and
+/// paragraph separators.
+pub fn breaks_lines(c: char) -> bool {
+    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
+}
 
 impl Config {
     /// Reads the configuration from `(name, value)` pairs such as `std::env::vars()`.
@@ -245,6 +268,17 @@ impl Config {
     pub fn from_map(env: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
         let get = |name: &str| env.get(name).map(String::as_str);
         let mut warnings = Vec::new();
+        for (name, value) in env {
+            if !may_hold_control_characters(name) {
+                if let Some(c) = value.chars().find(|c| breaks_lines(*c)) {
+                    return Err(invalid(
+                        name,
+                        value,
+                        format!("contains the control character U+{:04X}; values must be printable text", c as u32),
+                    ));
+                }
+            }
+        }
 
         let hosts_raw = get("pg_status__hosts").ok_or(ConfigError::MissingHosts)?;
         let ports = parse_ports(get("pg_status__pg_port"))?;
@@ -270,9 +304,9 @@ impl Config {
 
         Ok(Config {
             hosts,
-            user: get("pg_status__pg_user").unwrap_or("postgres").to_owned(),
+            user: parse_name("pg_status__pg_user", get("pg_status__pg_user"))?,
             password: get("pg_status__pg_password").unwrap_or("postgres").to_owned(),
-            database: get("pg_status__pg_database").unwrap_or("postgres").to_owned(),
+            database: parse_name("pg_status__pg_database", get("pg_status__pg_database"))?,
             connect_timeout: Duration::from_secs(parse_u64(
                 "pg_status__connect_timeout",
                 get("pg_status__connect_timeout"),
@@ -290,19 +324,15 @@ impl Config {
                 1_000_000,
                 0,
             )?,
-            http_port: parse_port("pg_status__http_port", get("pg_status__http_port"), 8000, true)?,
+            http_port: parse_port("pg_status__http_port", get("pg_status__http_port"), 8000)?,
             listen,
             log_level: parse_log_level(get("pg_status__log_level"))?,
             split_brain: parse_split_brain(get("pg_status__split_brain"))?,
-            max_wait: Duration::from_millis(parse_u64(
-                "pg_status__max_wait_ms",
-                get("pg_status__max_wait_ms"),
-                1000,
-                0,
-            )?),
+            max_wait: parse_max_wait(get("pg_status__max_wait_ms"))?,
             current_dc,
             current_geo,
             tls: parse_tls(env)?,
+            require_auth: parse_require_auth(get("pg_status__require_auth").or(get("PGREQUIREAUTH")))?,
             warnings,
         })
     }
@@ -322,12 +352,50 @@ fn parse_u64(var: &str, value: Option<&str>, default: u64, min: u64) -> Result<u
     Ok(n)
 }
 
+/// A user or database name: anything but empty (PostgreSQL refuses an empty one at every poll).
+fn parse_name(var: &str, value: Option<&str>) -> Result<String, ConfigError> {
+    match value {
+        None => Ok("postgres".to_owned()),
+        Some(raw) if raw.trim().is_empty() => Err(invalid(var, raw, "must not be empty (the default is postgres)")),
+        Some(raw) => Ok(raw.to_owned()),
+    }
+}
+
+fn parse_max_wait(value: Option<&str>) -> Result<Duration, ConfigError> {
+    const VAR: &str = "pg_status__max_wait_ms";
+    let ms = parse_u64(VAR, value, 1000, 0)?;
+    if ms > MAX_WAIT_LIMIT_MS {
+        return Err(invalid(VAR, value.unwrap_or_default(), format!("must be at most {MAX_WAIT_LIMIT_MS}")));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+/// A comma-separated list of libpq's method names; the value names the methods pg-status may use.
+fn parse_require_auth(value: Option<&str>) -> Result<AuthMethods, ConfigError> {
+    const VAR: &str = "pg_status__require_auth";
+    let Some(raw) = value else { return Ok(AuthMethods::ANY) };
+    let names: Vec<&str> = AuthMethod::ALL.iter().map(|m| m.as_str()).collect();
+    let mut methods = Vec::new();
+    for item in raw.split(',') {
+        let item = item.trim();
+        let method = AuthMethod::from_name(item).ok_or_else(|| {
+            invalid(
+                VAR,
+                raw,
+                format!("{item:?} is not a method pg-status can use; expected some of {}", names.join(", ")),
+            )
+        })?;
+        methods.push(method);
+    }
+    Ok(AuthMethods::only(&methods))
+}
+
 fn parse_ms(var: &str, value: Option<&str>, default: u64) -> Result<Duration, ConfigError> {
     parse_u64(var, value, default, 1).map(Duration::from_millis)
 }
 
-fn parse_port(var: &str, value: Option<&str>, default: u16, zero_ok: bool) -> Result<u16, ConfigError> {
-    let n = parse_u64(var, value, u64::from(default), if zero_ok { 0 } else { 1 })?;
+fn parse_port(var: &str, value: Option<&str>, default: u16) -> Result<u16, ConfigError> {
+    let n = parse_u64(var, value, u64::from(default), 1)?;
     u16::try_from(n).map_err(|_| invalid(var, value.unwrap_or_default(), "a port is at most 65535"))
 }
 
@@ -337,7 +405,7 @@ fn parse_ports(value: Option<&str>) -> Result<Vec<u16>, ConfigError> {
     raw.split(',')
         .map(|item| {
             let item = item.trim();
-            parse_port(VAR, Some(item), 5432, false).map_err(|_| {
+            parse_port(VAR, Some(item), 5432).map_err(|_| {
                 invalid(
                     VAR,
                     raw,
@@ -643,6 +711,22 @@ mod tests {
             (vec![("pg_status__hosts", "a"), ("PGSSLMODE", "sometimes")], "PGSSLMODE"),
             (vec![("pg_status__hosts", "a"), ("PGSSLCERT", "/c.pem")], "PGSSLKEY must be given together"),
             (vec![("pg_status__hosts", "a"), ("pg_status__current_dc_env", "1BAD")], "pg_status__current_dc_env"),
+            (vec![("pg_status__hosts", "a"), ("pg_status__http_port", "0")], "must be at least 1"),
+            (vec![("pg_status__hosts", "a"), ("pg_status__pg_user", "")], "pg_status__pg_user=\"\": must not be empty"),
+            (vec![("pg_status__hosts", "a"), ("pg_status__pg_database", " ")], "pg_status__pg_database"),
+            (
+                vec![("pg_status__hosts", "a"), ("pg_status__max_wait_ms", "18446744073709551615")],
+                "must be at most 60000",
+            ),
+            (vec![("pg_status__hosts", "a"), ("pg_status__max_wait_ms", "60001")], "must be at most 60000"),
+            (vec![("pg_status__hosts", "a\n127.0.6.9: master")], "control character U+000A"),
+            (vec![("pg_status__hosts", "a"), ("pg_status__hosts_dc", "dc\u{2028}1")], "U+2028"),
+            (vec![("pg_status__hosts", "a"), ("PGSSLROOTCERT", "/x\u{85}")], "U+0085"),
+            (
+                vec![("pg_status__hosts", "a"), ("pg_status__require_auth", "scram-sha-256,kerberos")],
+                "\"kerberos\" is not a method",
+            ),
+            (vec![("pg_status__hosts", "a"), ("pg_status__require_auth", "")], "pg_status__require_auth"),
         ] {
             let message = err(&vars);
             assert!(message.contains(needle), "{vars:?}: {message:?} should contain {needle:?}");
@@ -656,13 +740,35 @@ mod tests {
             ("pg_status__connect_timeout", "0"),
             ("pg_status__sync_max_lag_ms", "0"),
             ("pg_status__sync_max_lag_bytes", "0"),
-            ("pg_status__http_port", "0"),
+            ("pg_status__max_wait_ms", "0"),
         ])
         .unwrap();
         assert_eq!(
-            (c.connect_timeout, c.sync_max_lag_ms, c.sync_max_lag_bytes, c.http_port),
-            (Duration::ZERO, 0, 0, 0)
+            (c.connect_timeout, c.sync_max_lag_ms, c.sync_max_lag_bytes, c.max_wait),
+            (Duration::ZERO, 0, 0, Duration::ZERO)
         );
+    }
+
+    #[test]
+    fn the_password_may_hold_any_character_and_is_never_shown() {
+        let c = cfg(&[("pg_status__hosts", "a"), ("pg_status__pg_password", "tab\there")]).unwrap();
+        assert_eq!(c.password, "tab\there");
+    }
+
+    #[test]
+    fn require_auth_lists_the_methods_pg_status_may_use() {
+        let c = cfg(&[("pg_status__hosts", "a")]).unwrap();
+        assert_eq!(c.require_auth, AuthMethods::ANY);
+        let c = cfg(&[("pg_status__hosts", "a"), ("pg_status__require_auth", "scram-sha-256")]).unwrap();
+        assert!(c.require_auth.allows(AuthMethod::ScramSha256));
+        assert!(!c.require_auth.allows(AuthMethod::Password) && !c.require_auth.allows(AuthMethod::Md5));
+        assert!(!c.require_auth.allows(AuthMethod::None));
+        // libpq's variable works too; ours wins.
+        let c = cfg(&[("pg_status__hosts", "a"), ("PGREQUIREAUTH", "md5, none")]).unwrap();
+        assert!(c.require_auth.allows(AuthMethod::Md5) && c.require_auth.allows(AuthMethod::None));
+        let c = cfg(&[("pg_status__hosts", "a"), ("PGREQUIREAUTH", "md5"), ("pg_status__require_auth", "password")])
+            .unwrap();
+        assert_eq!(c.require_auth, AuthMethods::only(&[AuthMethod::Password]));
     }
 
     #[test]

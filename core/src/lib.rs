@@ -15,3 +15,4 @@ pub mod metrics;
 pub mod monitor;
 pub mod observation;
 pub mod select;
+pub mod wire;

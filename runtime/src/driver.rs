@@ -104,6 +104,7 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
                     login: login.clone(),
                     connect_timeout: config.connect_timeout,
                     tls: tls.clone(),
+                    require_auth: config.require_auth,
                 }),
                 session: None,
                 in_flight: None,

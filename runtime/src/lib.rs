@@ -8,6 +8,7 @@
 
 mod app;
 pub mod driver;
+mod guarded;
 pub mod healthcheck;
 pub mod http;
 pub mod limits;

@@ -5,15 +5,18 @@
 use std::error::Error as _;
 use std::future::Future as _;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::time::Duration;
 
 use futures_channel::oneshot;
 use pg_status_core::config::SslMode;
 use pg_status_core::monitor::{PollError, PollErrorKind};
 use pg_status_core::observation::{Observation, POLL_QUERY};
+use pg_status_core::wire::{AuthMethods, WireError};
 use tokio_postgres::config::SslMode as WireMode;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
+use crate::guarded::{Guard, Guarded};
 use crate::rt::Runtime;
 use crate::tls::{HandshakeError, PgTls};
 
@@ -26,6 +29,8 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// An open connection to one host. Dropping it closes the connection (within a second: `CLOSE_GRACE`).
 pub struct Session {
     client: Client,
+    /// The wire checks and read budget of the connection.
+    guard: Rc<Guard>,
     /// Dropped together with the client; its closing tells the connection task to stop waiting for the server.
     _alive: oneshot::Sender<()>,
 }
@@ -44,17 +49,22 @@ pub fn login(user: &str, password: &str, database: &str) -> tokio_postgres::Conf
 /// and `allow` retries with TLS when `pg_hba.conf` refuses the plain session (as a `hostssl`-only server
 /// does; a wrong password is not retried). The caller bounds the time this takes; dropping the future abandons
 /// the attempt and closes the socket.
+///
+/// Everything the server sends passes the core's wire checks first ([`crate::guarded`]): a message larger
+/// than the read limit, more bytes than it, or an authentication method outside `allowed`
+/// (`pg_status__require_auth`) fails the attempt before the client library acts on it.
 pub async fn open<R: Runtime>(
     rt: &R,
     host: &str,
     port: u16,
     login: &tokio_postgres::Config,
     tls: &PgTls,
+    allowed: AuthMethods,
 ) -> Result<Session, PollError> {
     if let Some(reason) = tls.broken_reason() {
         return Err(PollError::new(PollErrorKind::Connect, reason));
     }
-    let attempt = |mode| open_as(rt, host, port, login, tls, mode);
+    let attempt = |mode| open_as(rt, host, port, login, tls, allowed, mode);
     let second = |first: Attempt, mode, without: &'static str| async move {
         attempt(mode).await.map_err(|e| {
             let message = format!("{} ({without}: {})", e.error.message, first.error.message);
@@ -93,6 +103,7 @@ async fn open_as<R: Runtime>(
     port: u16,
     login: &tokio_postgres::Config,
     tls: &PgTls,
+    allowed: AuthMethods,
     mode: WireMode,
 ) -> Result<Session, Attempt> {
     let stream = rt.connect(host, port).await.map_err(|e| {
@@ -100,12 +111,18 @@ async fn open_as<R: Runtime>(
         let error = PollError::new(PollErrorKind::Connect, format!("cannot connect to {shown}: {e}"));
         Attempt { error, handshake_failed: false, refused_by_hba: false }
     })?;
+    let guard = Guard::new(allowed);
+    let stream = Guarded::new(stream, guard.clone());
     let mut login = login.clone();
     login.ssl_mode(mode);
-    let (client, connection) = login.connect_raw(stream, tls.handshake(host)).await.map_err(|e| Attempt {
-        error: startup_error(&e),
-        handshake_failed: HandshakeError::caused(&e),
-        refused_by_hba: e.code() == Some(&tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION),
+    let handshake = tls.handshake(host, guard.clone());
+    let (client, connection) = login.connect_raw(stream, handshake).await.map_err(|e| match guard.refused() {
+        Some(refused) => Attempt { error: refused_error(&refused), handshake_failed: false, refused_by_hba: false },
+        None => Attempt {
+            error: startup_error(&e),
+            handshake_failed: HandshakeError::caused(&e),
+            refused_by_hba: e.code() == Some(&tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION),
+        },
     })?;
     // A oneshot channel is about 100 bytes; an async-channel with its listener was about 770, per host.
     let (alive, closed) = oneshot::channel::<()>();
@@ -123,12 +140,18 @@ async fn open_as<R: Runtime>(
     };
     let task = futures_lite::future::or(run, give_up);
     rt.spawn(Box::pin(task));
-    Ok(Session { client, _alive: alive })
+    Ok(Session { client, guard, _alive: alive })
 }
 
 /// Runs [`POLL_QUERY`] once (one round trip, simple-query protocol) and parses its single row.
+///
+/// The query may read up to the wire checks' limit, whatever the connection read before.
 pub async fn query(session: &Session) -> Result<Observation, PollError> {
-    let messages = session.client.simple_query(POLL_QUERY).await.map_err(|e| query_error(&e))?;
+    session.guard.refill();
+    let messages = session.client.simple_query(POLL_QUERY).await.map_err(|e| match session.guard.refused() {
+        Some(refused) => refused_error(&refused),
+        None => query_error(&e),
+    })?;
     let mut rows = messages.iter().filter_map(|m| match m {
         SimpleQueryMessage::Row(row) => Some(row),
         _ => None,
@@ -143,6 +166,15 @@ pub async fn query(session: &Session) -> Result<Observation, PollError> {
         .collect::<Result<Vec<Option<&str>>, _>>()
         .map_err(|e| bad_reply(describe(&e)))?;
     Observation::from_row(&values).map_err(|e| bad_reply(e.to_string()))
+}
+
+/// The poll error of a connection whose server's bytes the wire checks refused.
+fn refused_error(refused: &WireError) -> PollError {
+    let kind = match refused {
+        WireError::AuthNotAllowed { .. } => PollErrorKind::Auth,
+        _ => PollErrorKind::BadReply,
+    };
+    PollError::new(kind, refused.to_string())
 }
 
 /// Classifies a failure of the start-up phase (after TCP connected).

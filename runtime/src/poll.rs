@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use futures_lite::future;
 use pg_status_core::monitor::{PollError, PollErrorKind};
 use pg_status_core::observation::Observation;
+use pg_status_core::wire::AuthMethods;
 
 use crate::pg::{self, Session};
 use crate::rt::Runtime;
@@ -22,6 +23,8 @@ pub(crate) struct Target {
     pub(crate) connect_timeout: Duration,
     /// TLS settings (`PGSSL*`).
     pub(crate) tls: PgTls,
+    /// The authentication methods the server may ask for (`pg_status__require_auth`).
+    pub(crate) require_auth: AuthMethods,
 }
 
 /// What an iteration produced: the result for the core, and the session when it may be reused.
@@ -61,7 +64,7 @@ pub(crate) async fn iterate<R: Runtime>(
 
 /// Opens a session, bounded by the connect timeout when it ends before the iteration deadline.
 async fn connect<R: Runtime>(rt: &R, target: &Target, deadline: Instant) -> Result<Session, PollError> {
-    let open = pg::open(rt, &target.host, target.port, &target.login, &target.tls);
+    let open = pg::open(rt, &target.host, target.port, &target.login, &target.tls, target.require_auth);
     if target.connect_timeout.is_zero() {
         return open.await;
     }

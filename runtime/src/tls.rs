@@ -26,10 +26,12 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use pg_status_core::config::{SslMode, TlsConfig};
+use pg_status_core::wire::MessageStream;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{self, CryptoProvider};
@@ -39,6 +41,7 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyD
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_postgres::tls::{ChannelBinding, TlsConnect};
 
+use crate::guarded::{check_decrypted, Guard};
 use crate::rt::LocalBoxFuture;
 
 /// Why the TLS settings cannot be used; `Display` is the one line printed before exiting with status 2.
@@ -176,12 +179,13 @@ impl PgTls {
 
     /// The handshake for one connection to `host` (a DNS name or an IP address): the name is what
     /// `verify-full` checks the certificate against, and what is sent as SNI when it is a DNS name.
-    pub(crate) fn handshake(&self, host: &str) -> Handshake {
+    /// The messages inside the TLS session are checked with `guard`, as the plain ones are.
+    pub(crate) fn handshake(&self, host: &str, guard: Rc<Guard>) -> Handshake {
         let name = match ServerName::try_from(host.to_owned()) {
             Ok(name) => Ok(name),
             Err(_) => Err(format!("{host:?} is neither a DNS name nor an IP address usable for TLS")),
         };
-        Handshake { client: self.client.clone(), name, checks_name: self.mode == SslMode::VerifyFull }
+        Handshake { client: self.client.clone(), name, checks_name: self.mode == SslMode::VerifyFull, guard }
     }
 }
 
@@ -335,6 +339,8 @@ pub struct Handshake {
     name: Result<ServerName<'static>, String>,
     /// `verify-full`: the name must be usable.
     checks_name: bool,
+    /// The wire checks of the connection, applied to the decrypted messages.
+    guard: Rc<Guard>,
 }
 
 /// A failed TLS handshake (as opposed to a server that declines TLS), so `prefer` can retry without TLS.
@@ -369,7 +375,8 @@ where
                 Err(reason) => return Err(io::Error::new(io::ErrorKind::InvalidInput, reason).into()),
             };
             let stream = tokio_rustls::TlsConnector::from(client).connect(name, stream).await?;
-            Ok(TlsStream(Box::new(stream)))
+            let messages = self.guard.messages();
+            Ok(TlsStream(Box::new(TlsSession { stream, guard: self.guard, messages })))
         })
     }
 }
@@ -378,25 +385,35 @@ where
 ///
 /// Boxed: tokio-postgres keeps `MaybeTlsStream<Stream, TlsStream>` in every connection, and rustls's client
 /// state inline would make every plain connection several KiB larger too (measured: 3 KiB per host).
-pub struct TlsStream<S>(Box<tokio_rustls::client::TlsStream<S>>);
+pub struct TlsStream<S>(Box<TlsSession<S>>);
+
+/// The rustls session and the checks of the messages it carries.
+struct TlsSession<S> {
+    stream: tokio_rustls::client::TlsStream<S>,
+    guard: Rc<Guard>,
+    messages: MessageStream,
+}
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        let session = &mut *self.0;
+        let start = buf.filled().len();
+        std::task::ready!(Pin::new(&mut session.stream).poll_read(cx, buf))?;
+        Poll::Ready(check_decrypted(&session.guard, &mut session.messages, buf, start))
     }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        Pin::new(&mut self.0.stream).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.0.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+        Pin::new(&mut self.0.stream).poll_shutdown(cx)
     }
 }
 

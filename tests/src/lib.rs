@@ -7,10 +7,12 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod hostile;
 pub mod http;
 pub mod json;
 pub mod net;
 pub mod pg;
+pub mod procfs;
 pub mod proxy;
 pub mod runner;
 pub mod tls;

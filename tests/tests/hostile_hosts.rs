@@ -1,0 +1,95 @@
+//! Hosts that are not PostgreSQL servers: a listener announcing a 2 GiB message and streaming zeros, one
+//! sending random bytes, and one flooding well-formed notices, listed next to a real cluster. Each of their
+//! polls fails quickly with the reason, pg-status's memory stays small, and the real hosts keep being polled
+//! on time, so `/master` never stops naming the real master.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{builder, settle, start_ready, Checks};
+use pg_status_tests::hostile::{HostileServer, Hostility};
+use pg_status_tests::pg::Writer;
+use pg_status_tests::{postgres_or_skip, procfs, Cluster, ClusterOptions};
+
+#[test]
+fn hostile_hosts_never_blind_the_poller() {
+    let Some(bins) = postgres_or_skip("hostile_hosts_never_blind_the_poller") else { return };
+    let cluster = Cluster::start(&bins, ClusterOptions::with_replicas(1)).expect("cluster");
+    let (m, r) = (cluster.node(0), cluster.node(1));
+    let servers: Vec<HostileServer> = [Hostility::HugeMessage, Hostility::RandomBytes, Hostility::NoticeFlood]
+        .into_iter()
+        .map(|how| HostileServer::start(how).expect("hostile server"))
+        .collect();
+    let mut hosts = vec![(m.host(), m.port()), (r.host(), r.port())];
+    hosts.extend(servers.iter().map(|s| (s.host(), s.port())));
+    // Polling every 100 ms with a 1 s deadline; debug lines show every poll and how long it took.
+    let p = start_ready(builder().hosts(&hosts).env("pg_status__log_level", "debug"));
+    settle(&p, "/master", &m.host());
+    let _writer = Writer::start(m, 10, Duration::from_millis(20), Duration::from_secs(60)).expect("writer");
+
+    let mut c = Checks::new();
+    let mark = p.stdout().len();
+    let watch = Duration::from_secs(6);
+    let started = Instant::now();
+    let (mut answers, mut wrong, mut peak_rss) = (0, Vec::new(), 0);
+    while started.elapsed() < watch {
+        match p.get("/master") {
+            Ok(r) if r.status == 200 && r.text() == m.host() => {}
+            other => wrong.push(format!("{:?} at {:?}", other.map(|r| r.to_string()), started.elapsed())),
+        }
+        answers += 1;
+        peak_rss = peak_rss.max(procfs::rss_kib(p.pid()).expect("rss"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.check(wrong.is_empty(), || format!("/master named the real master in every one of {answers} answers: {wrong:?}"));
+    c.check(peak_rss < 48 * 1024, || format!("resident memory stays small: peak {peak_rss} KiB"));
+
+    let lines = p.stdout().texts();
+    let watched = &lines[mark.min(lines.len())..];
+    let polls_of = |host: &str, outcome: &str| -> Vec<f64> {
+        let prefix = format!("{host}: poll ");
+        watched
+            .iter()
+            .filter(|l| l.starts_with(&prefix) && l.contains(outcome))
+            .filter_map(|l| l.split(" in ").nth(1)?.split(" ms").next()?.parse().ok())
+            .collect()
+    };
+    for node in [m, r] {
+        let ok = polls_of(&node.host(), " ok in ");
+        // Every 100 ms plus the poll itself: about 50 polls in 6 s; a stalled poller manages a handful.
+        c.check(ok.len() >= 20, || {
+            format!("{} was polled on time: {} successful polls in {watch:?}", node.host(), ok.len())
+        });
+        c.check(ok.iter().all(|ms| *ms < 900.0), || {
+            format!("{}'s polls finished well within their deadline: {ok:?}", node.host())
+        });
+    }
+    for (server, what) in servers.iter().zip(["a 2 GiB message", "random bytes", "a notice flood"]) {
+        let failed = polls_of(&server.host(), " failed in ");
+        c.check(failed.len() >= 10, || {
+            format!("{what}: the host is polled again and again and fails each time ({} failed polls)", failed.len())
+        });
+        c.check(failed.iter().all(|ms| *ms < 500.0), || {
+            format!("{what}: each poll fails fast, not at its deadline: {failed:?}")
+        });
+        let sent_per_connection = server.bytes_sent() / server.connections().max(1);
+        c.check(sent_per_connection < 16 << 20, || {
+            format!(
+                "{what}: a connection is closed soon after the limit ({sent_per_connection} bytes sent per connection)"
+            )
+        });
+    }
+    let errors = p.stderr().texts();
+    for server in &servers[..1] {
+        let reason = format!("the server announced a message of {} bytes", 0x7fff_fff0u32);
+        c.check(errors.iter().any(|l| l.starts_with(&server.host()) && l.contains(&reason)), || {
+            format!("the failed poll names the reason ({reason}); stderr: {:?}", &errors[..errors.len().min(10)])
+        });
+    }
+    c.check(
+        errors.iter().any(|l| l.starts_with(&servers[2].host()) && l.contains("more than the 65536 bytes")),
+        || format!("the notice flood's poll names the read limit; stderr: {:?}", &errors[..errors.len().min(10)]),
+    );
+    c.finish();
+}
