@@ -63,7 +63,7 @@ pub(crate) fn run() -> i32 {
     let signals = match Signals::register() {
         Ok(signals) => signals,
         Err(e) => {
-            logger.fatal(format_args!("cannot install the SIGTERM and SIGINT handlers: {e}"));
+            logger.fatal(format_args!("cannot install the SIGTERM, SIGINT and SIGHUP handlers: {e}"));
             return EXIT_START;
         }
     };
@@ -136,6 +136,15 @@ pub(crate) fn run() -> i32 {
             signalled.notify(usize::MAX);
         }
     };
+    let note_hangups = async {
+        loop {
+            signals.recv_hangup().await;
+            logger.info(format_args!(
+                "SIGHUP received and ignored: pg-status reads its configuration only at start-up (restart it to change it)"
+            ));
+        }
+    };
+    let count_signals = future::or(count_signals, note_hangups);
     async_io::block_on(executor.run(async {
         // The first signal starts the shutdown; a second one while requests drain ends the wait at once.
         let serving = server.run(&executor, signals_reached(1));

@@ -39,5 +39,8 @@ pub fn main() -> ! {
             2
         }
     };
+    // Lines still queued (the last error, the shutdown line) go out before the process ends, unless the
+    // output is stuck.
+    log::flush(std::time::Duration::from_secs(2));
     std::process::exit(status)
 }

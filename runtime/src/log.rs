@@ -1,13 +1,18 @@
 //! Log lines: transitions and notices on stdout, errors on stderr, one flushed line at a time.
 //!
-//! Tests and operators read stdout line by line while the program runs, so every line is flushed at once.
-//! Write errors (a closed pipe) are ignored: logging must never stop the sidecar.
+//! Lines are written by a thread of their own through a bounded queue, so a stdout nobody reads (a full pipe)
+//! never stops the poller or the HTTP server: when the queue is full, lines are dropped and counted, and the
+//! count is reported once the output drains. Tests and operators read stdout line by line while the program
+//! runs, so every line is flushed at once. Write errors (a closed pipe) are ignored: logging must never stop
+//! the sidecar.
 
 use std::fmt;
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, OnceLock};
 use std::time::Duration;
 
-use pg_status_core::config::LogLevel;
+use pg_status_core::config::{breaks_lines, LogLevel};
 use pg_status_core::monitor::{Event, PollError, PollId};
 use pg_status_core::observation::Observation;
 
@@ -118,14 +123,137 @@ fn show<T: fmt::Display>(value: Option<T>) -> String {
     value.map_or_else(|| "null".to_owned(), |v| v.to_string())
 }
 
-/// One line on stdout, flushed.
-pub(crate) fn out(line: fmt::Arguments<'_>) {
-    let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "{line}");
-    let _ = stdout.flush();
+/// Which stream a line goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    Out,
+    Err,
 }
 
-/// One line on stderr (unbuffered).
+/// Lines waiting for the writer thread at most. A reader that stalls (a full pipe nobody reads) costs at most
+/// this many lines of memory; later lines are dropped and counted instead of blocking the poller.
+const QUEUE_LINES: usize = 1024;
+
+/// The writer thread's queue: every thread hands its lines over without ever waiting for the output.
+struct Sink {
+    lines: mpsc::SyncSender<(Stream, String)>,
+    /// Lines queued and not yet written (for [`flush`]).
+    pending: AtomicUsize,
+    /// Lines dropped because the queue was full, since the last report.
+    dropped: AtomicU64,
+}
+
+/// The writer thread, started with the first line; `None` when no thread could be started (lines are then
+/// written by the caller, as before).
+fn sink() -> Option<&'static Sink> {
+    static SINK: OnceLock<Option<Sink>> = OnceLock::new();
+    SINK.get_or_init(|| {
+        let (lines, queue) = mpsc::sync_channel(QUEUE_LINES);
+        let spawned = std::thread::Builder::new().name("pg-status-log".to_owned()).spawn(move || write_all(queue));
+        spawned.ok().map(|_| Sink { lines, pending: AtomicUsize::new(0), dropped: AtomicU64::new(0) })
+    })
+    .as_ref()
+}
+
+/// The writer thread: writes every queued line, and after a stall says how many lines were dropped.
+fn write_all(queue: mpsc::Receiver<(Stream, String)>) {
+    while let Ok((stream, text)) = queue.recv() {
+        write_now(stream, &text);
+        let Some(sink) = sink() else { continue };
+        // Report drops once the queue has drained, so the report follows the lines that made it.
+        if sink.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let dropped = sink.dropped.swap(0, Ordering::AcqRel);
+            if dropped > 0 {
+                write_now(
+                    Stream::Err,
+                    &format!("warning: {dropped} log lines were dropped because the output was not read fast enough"),
+                );
+            }
+        }
+    }
+}
+
+/// Hands a line to the writer thread, or drops and counts it when the queue is full. Characters that could
+/// split or forge a line (controls, line separators: from server messages, requests or host names) are
+/// escaped.
+fn emit(stream: Stream, line: fmt::Arguments<'_>) {
+    let text = escape(&line.to_string());
+    match sink() {
+        Some(sink) => {
+            sink.pending.fetch_add(1, Ordering::AcqRel);
+            if sink.lines.try_send((stream, text)).is_err() {
+                sink.pending.fetch_sub(1, Ordering::AcqRel);
+                sink.dropped.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        None => write_now(stream, &text),
+    }
+}
+
+/// `text` with every character that breaks a line escaped as in Rust string literals (`\n`, `\u{2028}`).
+pub fn escape(text: &str) -> String {
+    if !text.chars().any(breaks_lines) {
+        return text.to_owned();
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => escaped.push_str("\\n"),
+            '\r' => escaped.push_str("\\r"),
+            '\t' => escaped.push_str("\\t"),
+            c if breaks_lines(c) => escaped.push_str(&format!("\\u{{{:04x}}}", c as u32)),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+/// Writes one line now: stdout flushed at once (operators and tests read it while the program runs), stderr
+/// unbuffered. Write errors (a closed pipe) are ignored: logging must never stop the sidecar.
+fn write_now(stream: Stream, text: &str) {
+    match stream {
+        Stream::Out => {
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "{text}");
+            let _ = stdout.flush();
+        }
+        Stream::Err => {
+            let _ = writeln!(std::io::stderr().lock(), "{text}");
+        }
+    }
+}
+
+/// Waits, at most `timeout`, until every queued line is written: before the process exits.
+pub fn flush(timeout: Duration) {
+    let Some(sink) = sink() else { return };
+    let until = std::time::Instant::now() + timeout;
+    while sink.pending.load(Ordering::Acquire) > 0 && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// One line on stdout.
+pub(crate) fn out(line: fmt::Arguments<'_>) {
+    emit(Stream::Out, line);
+}
+
+/// One line on stderr.
 pub(crate) fn err(line: fmt::Arguments<'_>) {
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
+    emit(Stream::Err, line);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_breaking_characters_are_escaped() {
+        assert_eq!(escape("db1: master"), "db1: master");
+        assert_eq!(escape("a\n127.0.6.9: master"), "a\\n127.0.6.9: master");
+        assert_eq!(
+            escape("x\u{2028}y\u{85}z\u{2029}\r\t\u{1b}[31m"),
+            "x\\u{2028}y\\u{0085}z\\u{2029}\\r\\t\\u{001b}[31m"
+        );
+        assert_eq!(escape("caf\u{e9} \u{1F600}"), "caf\u{e9} \u{1F600}");
+    }
 }

@@ -189,9 +189,32 @@ impl PgTls {
     }
 }
 
-/// Reads a file named by `var`; the error names the variable and the path.
+/// The largest certificate, key or CRL file pg-status reads: far above any real one (a CRL of a large CA is a
+/// few hundred KiB), and small enough that `/dev/zero` or a huge file cannot take the memory.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Reads a regular file named by `var`, of at most [`MAX_FILE_BYTES`]; the error names the variable and the
+/// path. A FIFO or a device is refused before it is read, so it can neither hang start-up nor fill memory.
 fn read(var: &'static str, path: &str) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|e| TlsError::File { var, path: path.to_owned(), reason: format!("cannot read: {e}") })
+    use std::io::Read as _;
+    let fail = |reason: String| TlsError::File { var, path: path.to_owned(), reason };
+    // Opening a FIFO for reading blocks until a writer appears, so look at what the path is first.
+    let kind = std::fs::metadata(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    if !kind.is_file() {
+        return Err(fail("not a regular file".to_owned()));
+    }
+    let file = std::fs::File::open(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    let size = file.metadata().map_err(|e| fail(format!("cannot read: {e}")))?.len();
+    if size > MAX_FILE_BYTES {
+        return Err(fail(format!("the file has {size} bytes, more than the {MAX_FILE_BYTES} pg-status reads")));
+    }
+    let mut bytes = Vec::new();
+    // The file may grow between the check and the read: read one byte past the limit at most.
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| fail(format!("cannot read: {e}")))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(fail(format!("the file has more than the {MAX_FILE_BYTES} bytes pg-status reads")));
+    }
+    Ok(bytes)
 }
 
 fn load_certs(var: &'static str, path: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {

@@ -251,6 +251,9 @@ pub(super) async fn serve(socket: Async<TcpStream>, guard: OpenGuard) {
     let handler = shared.clone();
     let held = activity.clone();
     let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+        if let Some(refused) = respond::bad_host(&request, handler.published.http_counters()) {
+            return Answer::Now(Some(refused));
+        }
         if request.uri().path() == metrics::PATH {
             let shared = handler.clone();
             let holding = Holding::new(&held);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderValue, ACCEPT, ALLOW, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ACCEPT, ALLOW, CONTENT_TYPE, HOST};
 use hyper::{Request, StatusCode};
 use pg_status_core::cluster::Snapshot;
 use pg_status_core::config::LogLevel;
@@ -50,6 +50,21 @@ pub(crate) fn plan<B>(
     counters.record(Route::from_path(request.uri().path()), response.status);
     Plan::Now(convert(response))
 }
+
+/// The answer to a request that RFC 9112 (section 3.2) requires a server to refuse: HTTP/1.1 without exactly
+/// one `Host` header. `None` for every other request. Counted like any other answer.
+pub(crate) fn bad_host<B>(request: &Request<B>, counters: &HttpCounters) -> Option<hyper::Response<Full<Bytes>>> {
+    if request.version() != hyper::Version::HTTP_11 || request.headers().get_all(HOST).iter().count() == 1 {
+        return None;
+    }
+    counters.record(Route::from_path(request.uri().path()), 400);
+    let mut out = hyper::Response::new(Full::new(Bytes::from_static(BAD_HOST.as_bytes())));
+    *out.status_mut() = StatusCode::BAD_REQUEST;
+    out.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Some(out)
+}
+
+const BAD_HOST: &str = r#"{"error_text": "HTTP/1.1 requests need exactly one Host header"}"#;
 
 /// Waits until a snapshot satisfies `selection` or its `wait_ms` runs out (see [`wait::for_replica`]), then
 /// answers from the latest one and counts the answer.
