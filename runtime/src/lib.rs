@@ -17,6 +17,7 @@ pub mod log;
 pub mod pg;
 mod poll;
 pub mod publish;
+pub mod resolve;
 pub mod rt;
 pub mod signals;
 pub mod tls;

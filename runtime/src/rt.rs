@@ -91,7 +91,23 @@ impl Runtime for SmolRuntime {
     fn connect(&self, host: &str, port: u16) -> LocalBoxFuture<io::Result<Self::Stream>> {
         let host = host.to_owned();
         Box::pin(async move {
-            let stream = async_net::TcpStream::connect((host.as_str(), port)).await?;
+            let mut last = None;
+            let mut stream = None;
+            // Every address in turn, as the standard library does; the first that accepts wins.
+            for addr in crate::resolve::resolve(&host, port).await? {
+                match async_net::TcpStream::connect(addr).await {
+                    Ok(connected) => {
+                        stream = Some(connected);
+                        break;
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            let stream = match (stream, last) {
+                (Some(stream), _) => stream,
+                (None, Some(e)) => return Err(e),
+                (None, None) => return Err(io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"))),
+            };
             // The poll protocol is a few small messages per round trip: never wait to coalesce them.
             stream.set_nodelay(true)?;
             Ok(stream.compat())

@@ -222,3 +222,33 @@ fn tempfile_dir(what: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }
+
+#[test]
+fn names_that_do_not_resolve_fail_their_polls_on_a_few_threads() {
+    // 300 names under the reserved .invalid domain (RFC 6761): none of them resolves.
+    let names: Vec<String> = (0..300).map(|i| format!("no-such-host-{i}.invalid")).collect();
+    let p = builder().env("pg_status__hosts", names.join(",")).spawn().expect("spawn");
+    p.wait_listening(common::STARTUP).expect("listening");
+    let started = Instant::now();
+    let mut peak = 0;
+    while started.elapsed() < Duration::from_secs(60) {
+        peak = peak.max(pg_status_tests::procfs::threads(p.pid()).expect("threads"));
+        if p.get("/ready").is_ok_and(|r| r.status == 200) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(p.get("/ready").expect("ready").status, 200, "every host finished a first poll; {}", p.output_dump());
+    for _ in 0..20 {
+        peak = peak.max(pg_status_tests::procfs::threads(p.pid()).expect("threads"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // main (HTTP), poller, log writer, and the resolver pool of four.
+    assert!(peak <= 8, "threads stay few with 300 names that do not resolve: peak {peak}");
+    let errors = p.stderr().texts();
+    assert!(
+        errors.iter().any(|l| l.starts_with("no-such-host-") && l.contains("poll failed (connect)")),
+        "a name that does not resolve fails its poll like a refused connection: {:?}",
+        &errors[..errors.len().min(5)]
+    );
+}
