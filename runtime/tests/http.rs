@@ -268,15 +268,16 @@ fn idle_keep_alive_connection_is_closed() {
 }
 
 #[test]
-fn connection_cap_defers_new_clients_until_one_closes() {
+fn connection_cap_defers_new_clients_while_every_connection_is_busy() {
     let limits = Limits { max_connections: 2, ..Limits::default() };
     let server = Server::start(limits);
+    // Two connections in the middle of a request: neither is idle, so neither may be closed for a newcomer.
     let mut first = server.connect();
     let mut second = server.connect();
     for stream in [&mut first, &mut second] {
-        stream.write_all(get("/master").as_bytes()).unwrap();
-        assert_eq!(read_responses(stream, 1, false)[0].status, 200);
+        stream.write_all(b"GET /master HTTP/1.1\r\nHost: te").unwrap();
     }
+    thread::sleep(Duration::from_millis(100));
     // The third waits in the backlog: connected, but not answered.
     let mut third = server.connect();
     third.write_all(get("/master").as_bytes()).unwrap();
@@ -287,6 +288,82 @@ fn connection_cap_defers_new_clients_until_one_closes() {
     drop(first);
     third.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     assert_eq!(read_responses(&mut third, 1, false)[0].body, b"db1");
+}
+
+#[test]
+fn at_the_cap_the_connection_idle_the_longest_makes_room() {
+    let limits = Limits {
+        max_connections: 3,
+        request_timeout: Duration::from_millis(400),
+        idle_timeout: Duration::from_secs(60),
+        ..Limits::default()
+    };
+    let server = Server::start(limits);
+    let mut oldest = server.connect();
+    oldest.write_all(get("/master").as_bytes()).unwrap();
+    assert_eq!(read_responses(&mut oldest, 1, false)[0].status, 200);
+    // Idle for a few watchdog ticks, then two more connections that have just been answered.
+    thread::sleep(Duration::from_millis(700));
+    let mut recent: Vec<TcpStream> = (0..2).map(|_| server.connect()).collect();
+    for stream in &mut recent {
+        stream.write_all(get("/master").as_bytes()).unwrap();
+        assert_eq!(read_responses(stream, 1, false)[0].status, 200);
+    }
+    // A newcomer at the cap is answered at once, and the connection idle the longest is the one closed.
+    let mut newcomer = server.connect();
+    newcomer.write_all(get("/master").as_bytes()).unwrap();
+    let started = Instant::now();
+    assert_eq!(read_responses(&mut newcomer, 1, false)[0].body, b"db1");
+    assert!(started.elapsed() < Duration::from_secs(1), "the newcomer waited {:?}", started.elapsed());
+    assert!(closed_within(&mut oldest, Duration::from_secs(1)), "the longest-idle connection was closed");
+    for stream in &mut recent {
+        stream.write_all(get("/live").as_bytes()).unwrap();
+        assert_eq!(read_responses(stream, 1, false)[0].status, 200, "a recently used connection stays open");
+    }
+}
+
+#[test]
+fn a_connection_that_never_sends_a_request_is_closed_after_the_request_timeout() {
+    let limits = Limits {
+        request_timeout: Duration::from_millis(400),
+        idle_timeout: Duration::from_secs(60),
+        ..Limits::default()
+    };
+    let server = Server::start(limits);
+    let mut silent = server.connect();
+    let started = Instant::now();
+    assert!(closed_within(&mut silent, Duration::from_secs(3)), "a silent connection is held for the idle timeout");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(350), "closed too early: {took:?}");
+}
+
+#[test]
+fn a_client_that_does_not_read_its_answers_is_closed() {
+    let limits = Limits {
+        request_timeout: Duration::from_millis(400),
+        idle_timeout: Duration::from_secs(60),
+        ..Limits::default()
+    };
+    let server = Server::start(limits);
+    let mut greedy = server.connect();
+    greedy.set_write_timeout(Some(Duration::from_millis(100))).unwrap();
+    // Pipelined requests whose answers are never read: the answers fill the socket buffers both ways.
+    let requests = get("/hosts").repeat(1000);
+    let started = Instant::now();
+    let mut closed = false;
+    while started.elapsed() < Duration::from_secs(10) {
+        match greedy.write(requests.as_bytes()) {
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    let took = started.elapsed();
+    assert!(closed, "a client that never reads its answers was kept for {took:?}");
+    assert!(took < Duration::from_secs(5), "closed only after {took:?}");
 }
 
 #[test]

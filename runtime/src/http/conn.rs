@@ -12,7 +12,7 @@ use std::io;
 use std::net::{Shutdown, TcpStream};
 use std::pin::{pin, Pin};
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use async_io::{Async, Timer};
@@ -25,15 +25,57 @@ use super::metrics;
 use super::respond::{self, Plan};
 use super::OpenGuard;
 
-/// What the socket saw since the watchdog last looked.
+/// What the socket saw since the watchdog last looked, and what the accept loop may ask of the connection.
 #[derive(Default)]
-struct Activity {
+pub(super) struct Activity {
     /// Bytes arrived that have not been answered yet (a request is under way).
     pending: Cell<bool>,
     /// Bytes were written (an answer went out) since the last look.
     wrote: Cell<bool>,
+    /// An answer went out at least once: the first request arrived.
+    answered: Cell<bool>,
+    /// The last write found the client's receive window full: it is not reading its answers.
+    write_blocked: Cell<bool>,
     /// Requests the server holds on purpose (`wait_ms`): not the client's stall.
     waiting: Cell<u32>,
+    /// Watchdog ticks without any request, as the watchdog last counted them.
+    idle_ticks: Cell<u32>,
+    /// Set by the accept loop to make room at the connection cap; the connection closes at once.
+    evicted: Cell<bool>,
+    /// Wakes the connection's task when it is evicted.
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Activity {
+    /// How long the connection has been idle, in watchdog ticks, when it may be closed to make room for a new
+    /// one: no request under way, none held, no answer stuck on the way out. `None` when it is busy.
+    pub(super) fn evictable_idle(&self) -> Option<u32> {
+        let busy = self.pending.get() || self.write_blocked.get() || self.waiting.get() > 0 || self.evicted.get();
+        (!busy).then(|| self.idle_ticks.get())
+    }
+
+    /// Closes the connection at its task's next turn.
+    pub(super) fn evict(&self) {
+        self.evicted.set(true);
+        if let Some(waker) = self.waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    /// Completes once the connection was evicted.
+    async fn evicted(&self) {
+        future::poll_fn(|cx| {
+            if self.evicted.get() {
+                return Poll::Ready(());
+            }
+            let mut waker = self.waker.borrow_mut();
+            if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *waker = Some(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await
+    }
 }
 
 /// Marks a request the server holds, for as long as it lives.
@@ -76,12 +118,16 @@ impl AsyncRead for Watched {
 impl AsyncWrite for Watched {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut &*self.socket).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = poll {
-            if n > 0 {
+        match poll {
+            Poll::Ready(Ok(n)) if n > 0 => {
                 // hyper writes an answer only after it has read the whole request.
                 self.activity.pending.set(false);
                 self.activity.wrote.set(true);
+                self.activity.answered.set(true);
+                self.activity.write_blocked.set(false);
             }
+            Poll::Pending => self.activity.write_blocked.set(true),
+            _ => {}
         }
         poll
     }
@@ -155,18 +201,20 @@ impl hyper::rt::Write for Watched {
     }
 }
 
-/// Completes when the connection should be dropped: a request stalled or the connection idled too long.
+/// Completes when the connection should be dropped: a request stalled, the client stopped reading its
+/// answers, the first request did not come within the request timeout, or the connection idled too long.
 async fn watchdog(activity: &Activity, request_timeout: Duration, idle_timeout: Duration) {
     let tick = (request_timeout / 2).max(Duration::from_millis(1));
     let mut stalled_ticks = 0u32;
     let mut idle = Duration::ZERO;
     loop {
         Timer::after(tick).await;
-        if activity.wrote.replace(false) || activity.waiting.get() > 0 {
+        let stuck = activity.pending.get() || activity.write_blocked.get();
+        if activity.waiting.get() > 0 || (activity.wrote.replace(false) && !activity.write_blocked.get()) {
             stalled_ticks = 0;
             idle = Duration::ZERO;
-        } else if activity.pending.get() {
-            // Seen pending at two wake-ups in a row with nothing written: stalled for at least one tick.
+        } else if stuck {
+            // Seen stuck at two wake-ups in a row with no answer going out: stalled for at least one tick.
             idle = Duration::ZERO;
             stalled_ticks += 1;
             if stalled_ticks >= 2 {
@@ -175,10 +223,14 @@ async fn watchdog(activity: &Activity, request_timeout: Duration, idle_timeout: 
         } else {
             stalled_ticks = 0;
             idle += tick;
-            if idle >= idle_timeout {
+            // A connection that never sent a request is held to the request timeout, not the idle timeout: a
+            // flood of silent connections must not fill the connection cap for a minute.
+            let limit = if activity.answered.get() { idle_timeout } else { request_timeout };
+            if idle >= limit {
                 return;
             }
         }
+        activity.idle_ticks.set(u32::try_from(idle.as_nanos() / tick.as_nanos().max(1)).unwrap_or(u32::MAX));
     }
 }
 
@@ -246,7 +298,7 @@ pub(super) async fn serve(socket: Async<TcpStream>, guard: OpenGuard) {
         return;
     }
     let socket = Rc::new(socket);
-    let activity = Rc::new(Activity::default());
+    let activity = guard.activity().clone();
     let io = Watched { socket: socket.clone(), activity: activity.clone(), drained: Cell::new(false) };
     let handler = shared.clone();
     let held = activity.clone();
@@ -298,10 +350,16 @@ pub(super) async fn serve(socket: Async<TcpStream>, guard: OpenGuard) {
                 watchdog.as_mut().await;
                 Step::Stalled
             },
-            async {
-                stop.await;
-                Step::ShuttingDown
-            },
+            future::or(
+                async {
+                    stop.await;
+                    Step::ShuttingDown
+                },
+                async {
+                    activity.evicted().await;
+                    Step::Stalled
+                },
+            ),
         ),
     )
     .await;

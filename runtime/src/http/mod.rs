@@ -8,7 +8,7 @@ mod conn;
 pub mod metrics;
 mod respond;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -29,12 +29,15 @@ use crate::publish::Published;
 /// The front end's limits; [`Limits::default`] holds the production values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Open client connections at most; beyond it the server stops accepting until one closes.
+    /// Open client connections at most; at the cap a new client makes the connection idle the longest close,
+    /// and when none is idle it waits (and the server stops accepting) until one closes.
     pub max_connections: usize,
     /// A started request must be answered within this time (a client sending half a request is dropped
-    /// after between half of it and all of it).
+    /// after between half of it and all of it); so must the first request of a connection, and a client whose
+    /// answers cannot be written because it does not read them is dropped after as long.
     pub request_timeout: Duration,
-    /// A keep-alive connection without any request for this long is closed.
+    /// A keep-alive connection without any request for this long is closed (a connection that never sent a
+    /// request is held to `request_timeout` instead).
     pub idle_timeout: Duration,
     /// Largest request head (request line and headers) in bytes; beyond it the answer is 431. hyper needs
     /// at least 8,192.
@@ -70,6 +73,8 @@ struct Shared {
     limits: Limits,
     /// Connections currently open.
     open: Cell<usize>,
+    /// What each open connection is doing, so the accept loop can close the one idle the longest at the cap.
+    connections: RefCell<Registry>,
     /// Notified whenever a connection closes.
     closed: Event,
     /// Set, and `shutdown` notified, when the server stops.
@@ -79,24 +84,88 @@ struct Shared {
     logger: Logger,
 }
 
+/// The open connections' activity, in slots that closed connections free for new ones.
+#[derive(Default)]
+struct Registry {
+    slots: Vec<Option<Rc<conn::Activity>>>,
+    free: Vec<usize>,
+}
+
+impl Registry {
+    fn insert(&mut self, activity: Rc<conn::Activity>) -> usize {
+        match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot] = Some(activity);
+                slot
+            }
+            None => {
+                self.slots.push(Some(activity));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    fn remove(&mut self, slot: usize) {
+        if let Some(entry) = self.slots.get_mut(slot) {
+            if entry.take().is_some() {
+                self.free.push(slot);
+            }
+        }
+        // Give the memory of a burst back once every connection is gone (a slot is 8 bytes, so what a few
+        // long-lived connections keep of it is small).
+        if self.free.len() == self.slots.len() {
+            self.slots = Vec::new();
+            self.free = Vec::new();
+        }
+    }
+
+    /// Closes the connection idle the longest, if any is idle.
+    fn evict_longest_idle(&self) {
+        let longest = self
+            .slots
+            .iter()
+            .flatten()
+            .filter_map(|a| a.evictable_idle().map(|ticks| (ticks, a)))
+            // The first of equals: older connections sit in lower slots more often than not.
+            .fold(None::<(u32, &Rc<conn::Activity>)>, |best, (ticks, a)| match best {
+                Some((t, _)) if t >= ticks => best,
+                _ => Some((ticks, a)),
+            });
+        if let Some((_, activity)) = longest {
+            activity.evict();
+        }
+    }
+}
+
 /// Counts one open connection for as long as it lives, however its task ends.
-struct OpenGuard(Rc<Shared>);
+struct OpenGuard {
+    shared: Rc<Shared>,
+    activity: Rc<conn::Activity>,
+    slot: usize,
+}
 
 impl OpenGuard {
     fn new(shared: &Rc<Shared>) -> OpenGuard {
         shared.open.set(shared.open.get() + 1);
-        OpenGuard(shared.clone())
+        let activity = Rc::new(conn::Activity::default());
+        let slot = shared.connections.borrow_mut().insert(activity.clone());
+        OpenGuard { shared: shared.clone(), activity, slot }
     }
 
     fn shared(&self) -> &Rc<Shared> {
-        &self.0
+        &self.shared
+    }
+
+    fn activity(&self) -> &Rc<conn::Activity> {
+        &self.activity
     }
 }
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        self.0.open.set(self.0.open.get().saturating_sub(1));
-        self.0.closed.notify(usize::MAX);
+        self.shared.connections.borrow_mut().remove(self.slot);
+        self.shared.open.set(self.shared.open.get().saturating_sub(1));
+        self.shared.closed.notify(usize::MAX);
     }
 }
 
@@ -128,6 +197,7 @@ impl HttpServer {
             http,
             limits,
             open: Cell::new(0),
+            connections: RefCell::new(Registry::default()),
             closed: Event::new(),
             closing: Cell::new(false),
             shutdown: Event::new(),
@@ -165,20 +235,28 @@ impl HttpServer {
         .await;
     }
 
+    /// Waits until a new connection fits under the cap. At the cap, the connection idle the longest makes room
+    /// for the newcomer (otherwise a flood of connections that never send anything would lock every real client
+    /// out); when none is idle, the newcomer waits for one to close.
+    async fn make_room(&self) {
+        loop {
+            let closed = self.shared.closed.listen();
+            if self.shared.open.get() < self.shared.limits.max_connections {
+                return;
+            }
+            self.shared.connections.borrow().evict_longest_idle();
+            closed.await;
+        }
+    }
+
     /// Accepts connections forever.
     async fn accept_loop(&self, executor: &LocalExecutor<'static>) {
         let limits = self.shared.limits;
         let mut last_report: Option<Instant> = None;
         loop {
-            loop {
-                let closed = self.shared.closed.listen();
-                if self.shared.open.get() < limits.max_connections {
-                    break;
-                }
-                closed.await;
-            }
             match self.listener.accept().await {
                 Ok((socket, _peer)) => {
+                    self.make_room().await;
                     // Answers are small and must go out at once.
                     let _ = socket.get_ref().set_nodelay(true);
                     let guard = OpenGuard::new(&self.shared);
@@ -203,5 +281,31 @@ impl HttpServer {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_slots_are_reused_and_freed_in_any_order() {
+        let mut registry = Registry::default();
+        let mut slots: Vec<usize> = (0..100).map(|_| registry.insert(Rc::new(conn::Activity::default()))).collect();
+        // Close from the end, the middle and the start, then open again: no slot is handed out twice.
+        for slot in [99, 98, 50, 0, 51, 97] {
+            registry.remove(slot);
+            slots.retain(|s| *s != slot);
+        }
+        for _ in 0..10 {
+            let slot = registry.insert(Rc::new(conn::Activity::default()));
+            assert!(!slots.contains(&slot), "slot {slot} handed out twice");
+            slots.push(slot);
+        }
+        for slot in slots.drain(..) {
+            registry.remove(slot);
+        }
+        assert!(registry.slots.is_empty() && registry.slots.capacity() == 0, "a finished burst leaves nothing");
+        assert_eq!(registry.insert(Rc::new(conn::Activity::default())), 0);
     }
 }
