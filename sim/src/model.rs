@@ -89,6 +89,8 @@ pub struct Node {
     pub slow_reply_ms: u64,
     /// The password it accepts.
     pub password: String,
+    /// Something that is not PostgreSQL answers at its address (a wrong port, a hostile host).
+    pub impostor: bool,
     /// Bumped when its sessions are terminated (restart, demotion, an administrator).
     pub session_epoch: u64,
     /// A session was opened since the last bump of `session_epoch`: until then, a client that held a
@@ -152,6 +154,7 @@ impl Cluster {
                 replay_rate: rng.range(3_000, 20_000),
                 slow_reply_ms: 0,
                 password: PASSWORD.to_owned(),
+                impostor: false,
                 session_epoch: 0,
                 fresh_session: false,
                 connections: 0,
@@ -315,12 +318,37 @@ impl NodeServer {
             server.cluster.borrow_mut().nodes[server.node].connections += 1;
             pid = pid.wrapping_add(1);
             let server = server.clone();
+            if server.cluster.borrow().nodes[server.node].impostor {
+                tokio::task::spawn_local(impostor(stream));
+                continue;
+            }
             tokio::task::spawn_local(async move {
                 // A session's end, clean or not, is the client's business; the server just forgets it.
                 let _ = pgwire::serve(stream, &*server, pid).await;
             });
         }
     }
+}
+
+/// What answers at a node's address while something that is not PostgreSQL holds it: after the client's first
+/// message, a header announcing a 2 GiB message, then zeros, until the client goes away (at most 1 MiB, so a
+/// client without a read limit shows as a violation rather than a simulation that never ends).
+async fn impostor(mut stream: turmoil::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut first = [0u8; 8];
+    if stream.read_exact(&mut first).await.is_err() {
+        return;
+    }
+    let mut chunk = vec![0u8; 16 * 1024];
+    chunk[..5].copy_from_slice(&[b'R', 0x7f, 0xff, 0xff, 0xf0]);
+    for _ in 0..64 {
+        if stream.write_all(&chunk).await.is_err() {
+            return;
+        }
+        chunk[..5].fill(0);
+    }
+    // Then silence: the connection stays open until the client closes it.
+    let _ = stream.read(&mut first).await;
 }
 
 impl Database for NodeServer {

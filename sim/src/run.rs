@@ -191,7 +191,8 @@ impl World<'_> {
             | Action::SlowReply(i, _)
             | Action::PauseReplay(i, _)
             | Action::Stall(i, _)
-            | Action::WrongPassword(i, _) => Some(*i),
+            | Action::WrongPassword(i, _)
+            | Action::Impostor(i, _) => Some(*i),
             Action::Load(_) | Action::Writing(_) => None,
         };
         if let Some(i) = node {
@@ -250,6 +251,12 @@ impl World<'_> {
                     n.end_sessions();
                 }
             }
+            Action::Impostor(i, on) => {
+                let n = &mut c.nodes[i];
+                n.impostor = on;
+                // Whoever took the address over also took the connections: the next poll connects anew.
+                n.end_sessions();
+            }
             Action::Load(f) => c.load = f,
             Action::Writing(on) => c.writing = on,
             _ => return false,
@@ -285,6 +292,9 @@ impl World<'_> {
             if n.password != PASSWORD {
                 a.push(Action::WrongPassword(i, false));
             }
+            if n.impostor {
+                a.push(Action::Impostor(i, false));
+            }
         }
         // Exactly one master: the one on the highest timeline stays; without one, the most advanced replica
         // is promoted.
@@ -310,6 +320,7 @@ impl World<'_> {
                     && self.links[i] == Link::Healthy
                     && n.slow_reply_ms == 0
                     && n.password == PASSWORD
+                    && !n.impostor
                     && self.latency[i] * 20 <= timeout_ms;
                 // A reply or a link slower than normal but not beyond the deadline may or may not make an
                 // iteration fail (a new connection costs more round trips than a reused one): no claim is
@@ -321,6 +332,7 @@ impl World<'_> {
                     || !n.up
                     || self.links[i] != Link::Healthy
                     || n.password != PASSWORD
+                    || n.impostor
                     || n.slow_reply_ms >= timeout_ms
                     || self.latency[i] >= timeout_ms;
                 if !answering {

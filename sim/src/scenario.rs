@@ -42,6 +42,10 @@ pub enum Action {
     Stall(usize, bool),
     /// The node's password is changed (`true`, and its sessions are terminated) or restored.
     WrongPassword(usize, bool),
+    /// Something that is not PostgreSQL takes over the node's address (`true`: a wrong port, a hostile host,
+    /// a man in the middle): every new connection gets a message header announcing 2 GiB, then a stream of
+    /// bytes. `false` gives the address back to the node's server.
+    Impostor(usize, bool),
     /// The masters' write load is multiplied by this factor.
     Load(u64),
     /// The master stops writing (`false`: idle) or writes again.
@@ -69,6 +73,8 @@ impl Action {
             Action::Stall(i, false) => format!("{} receives WAL again", n(i)),
             Action::WrongPassword(i, true) => format!("{} password changed, sessions terminated", n(i)),
             Action::WrongPassword(i, false) => format!("{} password restored", n(i)),
+            Action::Impostor(i, true) => format!("{}'s address answers with a 2 GiB message and a byte stream", n(i)),
+            Action::Impostor(i, false) => format!("{}'s address belongs to its server again", n(i)),
             Action::Load(f) => format!("write load x{f}"),
             Action::Writing(true) => "master writes".to_owned(),
             Action::Writing(false) => "master goes idle".to_owned(),
@@ -164,6 +170,7 @@ pub const NAMED: &[&str] = &[
     "wrong_password",
     "latency",
     "read_your_writes",
+    "impostor",
 ];
 
 /// Why a scenario cannot be built.
@@ -272,6 +279,12 @@ pub fn build(name: &str, seed: u64) -> Result<Script, ScenarioError> {
             let victim = if rng.chance(0.5) { master } else { replica };
             a.push((t0, Action::WrongPassword(victim, true)));
             a.push((t0 + hold, Action::WrongPassword(victim, false)));
+        }
+        "impostor" => {
+            // The master or a replica; the other hosts must be polled on time all along.
+            let victim = if rng.chance(0.5) { master } else { replica };
+            a.push((t0, Action::Impostor(victim, true)));
+            a.push((t0 + hold, Action::Impostor(victim, false)));
         }
         "latency" => {
             let victim = if rng.chance(0.5) { master } else { replica };
