@@ -252,3 +252,41 @@ fn names_that_do_not_resolve_fail_their_polls_on_a_few_threads() {
         &errors[..errors.len().min(5)]
     );
 }
+
+#[test]
+fn memory_of_a_connection_burst_is_given_back() {
+    use std::io::Write;
+    const CONNECTIONS: usize = 5_000;
+    let got = pg_status_tests::net::raise_nofile_limit(CONNECTIONS as u64 + 500).expect("open-file limit");
+    assert!(got > CONNECTIONS as u64 + 100, "the test needs {CONNECTIONS} sockets; the open-file limit is {got}");
+    let p = start_ready(without_postgres());
+    let rss = || pg_status_tests::procfs::rss_kib(p.pid()).expect("rss");
+    let before = rss();
+    let mut clients = Vec::with_capacity(CONNECTIONS);
+    for _ in 0..CONNECTIONS {
+        let mut s = http::connect(p.addr(), Duration::from_secs(10)).expect("connect");
+        s.write_all(b"GET /hosts HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
+        clients.push(s);
+    }
+    let mut reader = http::ResponseReader::new();
+    for s in &mut clients {
+        let r = reader.read(s, false, Duration::from_secs(10)).expect("answer");
+        assert_eq!(r.status, 200);
+        reader = http::ResponseReader::new();
+    }
+    let with = rss();
+    drop(clients);
+    let closed = Instant::now();
+    let mut after = rss();
+    while after > 16 * 1024 && closed.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+        after = rss();
+    }
+    assert!(
+        after <= 16 * 1024,
+        "resident memory back under 16 MiB within 10 s of {CONNECTIONS} connections closing: {before} KiB before, \
+         {with} KiB with them open, {after} KiB {:?} after",
+        closed.elapsed()
+    );
+    assert_eq!(p.get("/live").expect("live").status, 200);
+}

@@ -7,6 +7,7 @@
 mod conn;
 pub mod metrics;
 mod respond;
+mod trim;
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -214,7 +215,8 @@ impl HttpServer {
     /// Serves until `shutdown` completes, then stops accepting and waits (at most the drain timeout) for open
     /// connections to finish their requests. `executor` runs the connections and must be driven by the caller.
     pub async fn run(self, executor: &LocalExecutor<'static>, shutdown: impl Future<Output = ()>) {
-        future::or(shutdown, self.accept_loop(executor)).await;
+        let trim = trim::release_after_bursts(|| self.shared.open.get());
+        future::or(shutdown, future::or(self.accept_loop(executor), trim)).await;
         let HttpServer { listener, shared, .. } = self;
         // Closing the socket makes new clients fail at once instead of waiting in the backlog.
         drop(listener);
