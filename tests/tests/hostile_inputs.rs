@@ -290,3 +290,115 @@ fn memory_of_a_connection_burst_is_given_back() {
     );
     assert_eq!(p.get("/live").expect("live").status, 200);
 }
+
+/// A server that asks every client for its password in clear text and records what it gets back.
+fn cleartext_asker() -> (std::net::SocketAddr, std::sync::mpsc::Receiver<Option<Vec<u8>>>) {
+    use std::io::Write;
+    let ip = next_loopback();
+    let listener = std::net::TcpListener::bind((ip, 0)).expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(20) {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(3)));
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut head = [0u8; 8];
+                if stream.read_exact(&mut head).is_err() {
+                    return;
+                }
+                if head[4..8] == [0x04, 0xd2, 0x16, 0x2f] {
+                    // Decline TLS, then read the start-up message.
+                    if stream.write_all(b"N").is_err() || stream.read_exact(&mut head[..4]).is_err() {
+                        return;
+                    }
+                    let mut rest = vec![
+                        0u8;
+                        (u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize)
+                            .saturating_sub(4)
+                    ];
+                    if stream.read_exact(&mut rest).is_err() {
+                        return;
+                    }
+                } else {
+                    let mut rest = vec![
+                        0u8;
+                        (u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize)
+                            .saturating_sub(8)
+                    ];
+                    if stream.read_exact(&mut rest).is_err() {
+                        return;
+                    }
+                }
+                // AuthenticationCleartextPassword.
+                if stream.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 3]).is_err() {
+                    return;
+                }
+                let mut answer = Vec::new();
+                let mut chunk = [0u8; 256];
+                while let Ok(n) = stream.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    answer.extend_from_slice(&chunk[..n]);
+                    if answer.len() >= 5
+                        && answer.len() > u32::from_be_bytes([answer[1], answer[2], answer[3], answer[4]]) as usize
+                    {
+                        break;
+                    }
+                }
+                let _ = tx.send((!answer.is_empty()).then_some(answer));
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[test]
+fn require_auth_refuses_a_server_that_asks_for_the_password_in_clear_text() {
+    let secret = "Clear-7c1d-Text";
+    let mut c = Checks::new();
+    for (require, sent) in [(Some("scram-sha-256"), false), (None, true)] {
+        let (addr, answers) = cleartext_asker();
+        let mut b = builder()
+            .hosts(&[(addr.ip().to_string(), addr.port())])
+            .env("pg_status__pg_password", secret)
+            .env("PGSSLMODE", "disable");
+        if let Some(methods) = require {
+            b = b.env("pg_status__require_auth", methods);
+        }
+        let p = start_ready(b);
+        let answer = answers.recv_timeout(Duration::from_secs(10)).expect("the server saw a client");
+        let got_password = answer
+            .as_ref()
+            .is_some_and(|a| a.first() == Some(&b'p') && a.windows(secret.len()).any(|w| w == secret.as_bytes()));
+        c.eq(&format!("require_auth={require:?}: the password was sent in clear text"), got_password, sent);
+        if require.is_some() {
+            let errors = p.stderr().texts();
+            c.check(
+                errors
+                    .iter()
+                    .any(|l| l.contains("poll failed (auth)") && l.contains("pg_status__require_auth=scram-sha-256")),
+                || format!("the failed poll says why: {errors:?}"),
+            );
+        }
+    }
+    c.finish();
+}
+
+#[test]
+fn require_auth_against_a_real_server() {
+    let Some(bins) = pg_status_tests::postgres_or_skip("require_auth_against_a_real_server") else { return };
+    let cluster =
+        pg_status_tests::Cluster::start(&bins, pg_status_tests::ClusterOptions::with_replicas(0)).expect("cluster");
+    let m = cluster.node(0);
+    // The harness's servers use SCRAM: allowed, the host is the master.
+    let p = start_ready(common::for_nodes(&[m]).env("pg_status__require_auth", "scram-sha-256"));
+    common::settle(&p, "/master", &m.host());
+    // Only MD5 allowed: the SCRAM request is refused before anything is sent, and the poll says why.
+    let p = start_ready(common::for_nodes(&[m]).env("pg_status__require_auth", "md5"));
+    let errors = p.stderr().wait_for_contains("pg_status__require_auth=md5 does not allow", Duration::from_secs(10));
+    assert!(errors.is_ok(), "the refusal names the setting; {}", p.output_dump());
+    assert_eq!(p.get("/master").expect("master").status, 404, "no master when its authentication is refused");
+}
