@@ -77,6 +77,43 @@ pub enum LogLevel {
     Fatal,
 }
 
+impl LogLevel {
+    /// The severity as JSON log lines name it (`levelStr`); fatal lines are `ERROR`, as the newest upstream has it.
+    pub fn as_upper(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "DEBUG",
+            LogLevel::Info => "INFO",
+            LogLevel::Warning => "WARNING",
+            LogLevel::Error | LogLevel::Fatal => "ERROR",
+        }
+    }
+}
+
+/// How log lines are written (`pg_status__log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// The spec's plain lines (the default).
+    #[default]
+    Text,
+    /// One JSON object per line, with the newest upstream's keys.
+    Json,
+}
+
+impl LogFormat {
+    /// The value of `pg_status__log_format` that selects it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+
+    /// The format `value` names; `None` for anything else.
+    pub fn from_name(value: &str) -> Option<LogFormat> {
+        [LogFormat::Text, LogFormat::Json].into_iter().find(|f| f.as_str() == value)
+    }
+}
+
 /// Who is master when several hosts claim to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SplitBrainPolicy {
@@ -162,6 +199,8 @@ pub struct Config {
     pub listen: ListenAddress,
     /// `pg_status__log_level`.
     pub log_level: LogLevel,
+    /// `pg_status__log_format`.
+    pub log_format: LogFormat,
     /// `pg_status__split_brain`.
     pub split_brain: SplitBrainPolicy,
     /// `pg_status__max_wait_ms`: the largest `wait_ms` a request may ask for.
@@ -195,6 +234,7 @@ impl std::fmt::Debug for Config {
             .field("http_port", &self.http_port)
             .field("listen", &self.listen)
             .field("log_level", &self.log_level)
+            .field("log_format", &self.log_format)
             .field("split_brain", &self.split_brain)
             .field("max_wait", &self.max_wait)
             .field("current_dc", &self.current_dc)
@@ -224,6 +264,7 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "pg_status__http_host",
     "pg_status__http_listen_address",
     "pg_status__log_level",
+    "pg_status__log_format",
     "pg_status__split_brain",
     "pg_status__max_wait_ms",
     "pg_status__hosts_dc",
@@ -327,6 +368,7 @@ impl Config {
             http_port: parse_port("pg_status__http_port", get("pg_status__http_port"), 8000)?,
             listen,
             log_level: parse_log_level(get("pg_status__log_level"))?,
+            log_format: parse_log_format(get("pg_status__log_format"))?,
             split_brain: parse_split_brain(get("pg_status__split_brain"))?,
             max_wait: parse_max_wait(get("pg_status__max_wait_ms"))?,
             current_dc,
@@ -516,6 +558,12 @@ fn parse_log_level(value: Option<&str>) -> Result<LogLevel, ConfigError> {
         "fatal" => Ok(LogLevel::Fatal),
         _ => Err(invalid("pg_status__log_level", raw, "expected debug, info, warning, warn, error or fatal")),
     }
+}
+
+/// `text` (the default) or `json`; anything else is refused.
+pub fn parse_log_format(value: Option<&str>) -> Result<LogFormat, ConfigError> {
+    let Some(raw) = value else { return Ok(LogFormat::Text) };
+    LogFormat::from_name(raw.trim()).ok_or_else(|| invalid("pg_status__log_format", raw, "expected text or json"))
 }
 
 fn parse_split_brain(value: Option<&str>) -> Result<SplitBrainPolicy, ConfigError> {
@@ -727,6 +775,10 @@ mod tests {
                 "\"kerberos\" is not a method",
             ),
             (vec![("pg_status__hosts", "a"), ("pg_status__require_auth", "")], "pg_status__require_auth"),
+            (
+                vec![("pg_status__hosts", "a"), ("pg_status__log_format", "yaml")],
+                "pg_status__log_format=\"yaml\": expected text or json",
+            ),
         ] {
             let message = err(&vars);
             assert!(message.contains(needle), "{vars:?}: {message:?} should contain {needle:?}");

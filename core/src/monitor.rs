@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cluster::{Health, HostInput, HostName, HostTimes, Settings, Snapshot};
-use crate::config::Config;
+use crate::config::{Config, LogLevel};
 use crate::lsn::Lsn;
 use crate::metrics::PollStats;
 use crate::observation::{Observation, Role};
@@ -170,6 +170,24 @@ impl Event {
     /// True for lines that belong on stderr.
     pub fn is_error(&self) -> bool {
         matches!(self, Event::PollFailed { .. })
+    }
+
+    /// The severity the event is logged at (`pg_status__log_level` filters on it): a failed poll is an error,
+    /// several hosts claiming master a warning, the rest information.
+    pub fn level(&self) -> LogLevel {
+        match self {
+            Event::PollFailed { .. } => LogLevel::Error,
+            Event::SplitBrain { .. } | Event::SplitBrainEnded => LogLevel::Warning,
+            Event::Transition { .. } | Event::Ready => LogLevel::Info,
+        }
+    }
+
+    /// The host the event is about, if it is about one.
+    pub fn host(&self) -> Option<&str> {
+        match self {
+            Event::Transition { host, .. } | Event::PollFailed { host, .. } => Some(host),
+            Event::Ready | Event::SplitBrain { .. } | Event::SplitBrainEnded => None,
+        }
     }
 }
 

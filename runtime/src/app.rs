@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 use async_io::Timer;
 use event_listener::Event;
 use futures_lite::future;
-use pg_status_core::config::Config;
+use pg_status_core::config::{parse_log_format, Config, LogLevel};
 use smol::LocalExecutor;
 
 use crate::driver::Driver;
 use crate::http::{HttpServer, Limits};
-use crate::log::{self, Logger};
+use crate::log::Logger;
 use crate::publish::Published;
 use crate::rt::SmolRuntime;
 use crate::signals::Signals;
@@ -40,19 +40,19 @@ pub(crate) fn run() -> i32 {
     let config = match read_config() {
         Ok(config) => config,
         Err(line) => {
-            log::err(format_args!("{line}"));
+            startup_logger().refusal(format_args!("{line}"));
             return EXIT_CONFIG;
         }
     };
+    let logger = Logger::new(config.log_level).with_format(config.log_format);
     // Certificate files are read now, so a bad one stops the program before anything starts (DESIGN 9).
     let tls = match PgTls::load(&config.tls) {
         Ok(tls) => tls,
         Err(e) => {
-            log::err(format_args!("{e}"));
+            logger.refusal(format_args!("{e}"));
             return EXIT_CONFIG;
         }
     };
-    let logger = Logger::new(config.log_level);
     for warning in &config.warnings {
         logger.warning(format_args!("{warning}"));
     }
@@ -70,7 +70,7 @@ pub(crate) fn run() -> i32 {
     let listener = match listen::bind(config.listen, config.http_port) {
         Ok(listener) => listener,
         Err(e) => {
-            log::err(format_args!("error: {e}"));
+            logger.fatal(format_args!("{e}"));
             return EXIT_START;
         }
     };
@@ -96,7 +96,7 @@ pub(crate) fn run() -> i32 {
     };
 
     let executor = LocalExecutor::new();
-    let server = match HttpServer::new(listener, published, http_limits(&config), logger) {
+    let server = match HttpServer::new(listener, published, http_limits(&config), logger.component("http")) {
         Ok(server) => server,
         Err(e) => {
             logger.fatal(format_args!("cannot serve HTTP: {e}"));
@@ -175,7 +175,7 @@ fn poll(
 ) {
     let executor = Rc::new(LocalExecutor::new());
     let runtime = SmolRuntime::new(&executor);
-    let driver = Driver::with_tls(runtime, config, logger, tls);
+    let driver = Driver::with_tls(runtime, config, logger.component("monitor"), tls);
     // Either message fails only when the main thread gave up starting: then there is nothing to poll for.
     if published.send(driver.published()).is_err() || go.recv().is_err() {
         return;
@@ -199,6 +199,14 @@ fn http_limits(config: &Config) -> Limits {
     let defaults = Limits::default();
     let longest_wait = config.max_wait.saturating_add(Duration::from_millis(500));
     Limits { drain_timeout: defaults.drain_timeout.max(longest_wait), ..defaults }
+}
+
+/// The logger for lines printed before the configuration is read: in the format `pg_status__log_format` asks
+/// for when that value is valid, plain text otherwise.
+pub(crate) fn startup_logger() -> Logger {
+    let format = std::env::var("pg_status__log_format").ok();
+    let format = parse_log_format(format.as_deref()).unwrap_or_default();
+    Logger::new(LogLevel::Info).with_format(format)
 }
 
 /// Reads the configuration from the environment; the error is the one line to print.

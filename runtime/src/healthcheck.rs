@@ -49,7 +49,7 @@ pub fn run() -> i32 {
     match config.and_then(|c| check(target(c.listen, c.http_port), TIMEOUT)) {
         Ok(()) => 0,
         Err(e) => {
-            crate::log::err(format_args!("healthcheck failed: {e}"));
+            crate::app::startup_logger().refusal(format_args!("healthcheck failed: {e}"));
             1
         }
     }

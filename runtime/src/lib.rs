@@ -34,7 +34,7 @@ pub fn main() -> ! {
         (None, _) => app::run(),
         (Some(command), None) if command == "healthcheck" => healthcheck::run(),
         (Some(command), _) => {
-            log::err(format_args!(
+            app::startup_logger().refusal(format_args!(
                 "unknown arguments starting with {command:?}: pg-status takes no arguments except `healthcheck`"
             ));
             2

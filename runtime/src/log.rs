@@ -10,13 +10,15 @@ use std::fmt;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use pg_status_core::config::{breaks_lines, LogLevel};
+use pg_status_core::config::{breaks_lines, LogFormat, LogLevel};
 use pg_status_core::monitor::{Event, PollError, PollId};
 use pg_status_core::observation::Observation;
 
 use crate::driver::EventLog;
+
+pub mod json;
 
 /// Writes log lines to stdout and stderr, filtered by the configured level (`pg_status__log_level`):
 ///
@@ -27,15 +29,30 @@ use crate::driver::EventLog;
 /// - `warning`: no info lines: split brain (stdout), failed polls, warnings and errors (stderr);
 /// - `error`: failed polls and errors only;
 /// - `fatal`: only what stops the program (a configuration it refuses, a port it cannot listen on).
+///
+/// In the `json` format (`pg_status__log_format`) every line is one JSON object instead: see [`json`].
 #[derive(Debug, Clone, Copy)]
 pub struct Logger {
     level: LogLevel,
+    format: LogFormat,
+    /// The part of the program that logs (`main`, `monitor`, `http`), for JSON lines.
+    component: &'static str,
 }
 
 impl Logger {
-    /// A logger that prints what `level` asks for.
+    /// A logger that prints what `level` asks for, in plain text, as the `main` component.
     pub fn new(level: LogLevel) -> Logger {
-        Logger { level }
+        Logger { level, format: LogFormat::Text, component: "main" }
+    }
+
+    /// The same logger writing in `format`.
+    pub fn with_format(self, format: LogFormat) -> Logger {
+        Logger { format, ..self }
+    }
+
+    /// The same logger, for the part of the program named `component`.
+    pub fn component(self, component: &'static str) -> Logger {
+        Logger { component, ..self }
     }
 
     /// Whether lines of `level` are printed.
@@ -46,53 +63,89 @@ impl Logger {
     /// An informational line on stdout: start-up, shutdown, host transitions.
     pub fn info(&self, line: fmt::Arguments<'_>) {
         if self.enabled(LogLevel::Info) {
-            out(line);
+            self.write(Stream::Out, LogLevel::Info, "", line, &[]);
         }
     }
 
     /// Detail for debugging, on stdout.
     pub fn debug(&self, line: fmt::Arguments<'_>) {
         if self.enabled(LogLevel::Debug) {
-            out(line);
+            self.write(Stream::Out, LogLevel::Debug, "", line, &[]);
         }
     }
 
-    /// A warning on stderr, prefixed with `warning: `.
+    /// A warning on stderr, prefixed with `warning: ` in plain text.
     pub fn warning(&self, line: fmt::Arguments<'_>) {
         if self.enabled(LogLevel::Warning) {
-            err(format_args!("warning: {line}"));
+            self.write(Stream::Err, LogLevel::Warning, "warning: ", line, &[]);
         }
     }
 
-    /// An error the program survives, on stderr, prefixed with `error: `.
+    /// An error the program survives, on stderr, prefixed with `error: ` in plain text.
     pub fn error(&self, line: fmt::Arguments<'_>) {
         if self.enabled(LogLevel::Error) {
-            err(format_args!("error: {line}"));
+            self.write(Stream::Err, LogLevel::Error, "error: ", line, &[]);
         }
     }
 
-    /// An error that stops the program, on stderr, prefixed with `error: `; printed at every level.
+    /// An error that stops the program, on stderr, prefixed with `error: ` in plain text; printed at every
+    /// level.
     pub fn fatal(&self, line: fmt::Arguments<'_>) {
-        err(format_args!("error: {line}"));
+        self.write(Stream::Err, LogLevel::Fatal, "error: ", line, &[]);
+    }
+
+    /// A refused configuration or command line, on stderr at every level, without a prefix in plain text (the
+    /// line names the variable first).
+    pub fn refusal(&self, line: fmt::Arguments<'_>) {
+        self.write(Stream::Err, LogLevel::Fatal, "", line, &[]);
+    }
+
+    /// One line: `prefix` and the message in plain text, or a JSON object with the message and `fields`.
+    fn write(
+        &self,
+        stream: Stream,
+        level: LogLevel,
+        prefix: &str,
+        message: fmt::Arguments<'_>,
+        fields: &[(&str, &str)],
+    ) {
+        match self.format {
+            LogFormat::Text => emit(stream, format_args!("{prefix}{message}")),
+            LogFormat::Json => {
+                let line = json::line(SystemTime::now(), level, self.component, &message.to_string(), fields);
+                emit(stream, format_args!("{line}"));
+            }
+        }
     }
 }
 
 impl EventLog for Logger {
     fn event(&mut self, event: &Event) {
-        match event {
-            Event::PollFailed { .. } => {
-                if self.enabled(LogLevel::Error) {
-                    err(format_args!("{event}"));
-                }
-            }
-            // Several hosts claiming to be master is worth a warning, but stays on stdout where it always was.
-            Event::SplitBrain { .. } | Event::SplitBrainEnded => {
-                if self.enabled(LogLevel::Warning) {
-                    out(format_args!("{event}"));
-                }
-            }
-            Event::Transition { .. } | Event::Ready => self.info(format_args!("{event}")),
+        let level = event.level();
+        if !self.enabled(level) {
+            return;
         }
+        // Several hosts claiming to be master is worth a warning, but stays on stdout where it always was.
+        let stream = if event.is_error() { Stream::Err } else { Stream::Out };
+        let state;
+        let error;
+        let mut fields: Vec<(&str, &str)> = Vec::with_capacity(3);
+        if let Some(host) = event.host() {
+            fields.push(("host", host));
+        }
+        match event {
+            Event::Transition { transition, .. } => {
+                state = transition.as_str().replace(' ', "_");
+                fields.push(("state", &state));
+            }
+            Event::PollFailed { error: e, .. } => {
+                error = e.to_string();
+                fields.push(("cause", e.kind.as_str()));
+                fields.push(("error", &error));
+            }
+            Event::Ready | Event::SplitBrain { .. } | Event::SplitBrainEnded => {}
+        }
+        self.write(stream, level, "", format_args!("{event}"), &fields);
     }
 
     fn poll_finished(&mut self, host: &str, id: PollId, elapsed: Duration, result: &Result<Observation, PollError>) {
@@ -100,20 +153,31 @@ impl EventLog for Logger {
             return;
         }
         let ms = elapsed.as_secs_f64() * 1000.0;
+        let fields = [("host", host)];
         match result {
-            Ok(o) => out(format_args!(
-                "{host}: poll {} ok in {ms:.1} ms: {:?}, current {}, received {}, replayed {}, replay delay {} ms, timeline {}",
-                id.iteration,
-                o.role,
-                show(o.current_lsn),
-                show(o.receive_lsn),
-                show(o.replay_lsn),
-                show(o.replay_delay_ms),
-                show(o.timeline),
-            )),
-            Err(e) => {
-                out(format_args!("{host}: poll {} failed in {ms:.1} ms ({}): {e}", id.iteration, e.kind.as_str()))
-            }
+            Ok(o) => self.write(
+                Stream::Out,
+                LogLevel::Debug,
+                "",
+                format_args!(
+                    "{host}: poll {} ok in {ms:.1} ms: {:?}, current {}, received {}, replayed {}, replay delay {} ms, timeline {}",
+                    id.iteration,
+                    o.role,
+                    show(o.current_lsn),
+                    show(o.receive_lsn),
+                    show(o.replay_lsn),
+                    show(o.replay_delay_ms),
+                    show(o.timeline),
+                ),
+                &fields,
+            ),
+            Err(e) => self.write(
+                Stream::Out,
+                LogLevel::Debug,
+                "",
+                format_args!("{host}: poll {} failed in {ms:.1} ms ({}): {e}", id.iteration, e.kind.as_str()),
+                &fields,
+            ),
         }
     }
 }
@@ -230,16 +294,6 @@ pub fn flush(timeout: Duration) {
     while sink.pending.load(Ordering::Acquire) > 0 && std::time::Instant::now() < until {
         std::thread::sleep(Duration::from_millis(1));
     }
-}
-
-/// One line on stdout.
-pub(crate) fn out(line: fmt::Arguments<'_>) {
-    emit(Stream::Out, line);
-}
-
-/// One line on stderr.
-pub(crate) fn err(line: fmt::Arguments<'_>) {
-    emit(Stream::Err, line);
 }
 
 #[cfg(test)]

@@ -62,6 +62,7 @@ scenario_tests!(
     wrong_password,
     latency,
     read_your_writes,
+    impostor,
 );
 
 #[test]
