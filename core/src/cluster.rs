@@ -288,8 +288,9 @@ fn host_status(h: &HostInput<'_>, times: HostTimes<'_>, reference: &Reference<'_
     }
 }
 
-/// Lag of a replica (DESIGN 3): bytes behind the furthest known WAL position, and the replay delay unless it
-/// has replayed everything the master had at its last poll.
+/// Lag of a replica (DESIGN 3): bytes behind the furthest WAL position known to exist (the master's at its
+/// last poll, the replica's received WAL, and the end of WAL its receiver's sender last reported), and the
+/// replay delay unless it has replayed everything the master had at its last poll.
 ///
 /// The replay delay is the age of the last replayed commit, which on a quiet master says nothing about
 /// lag: WAL without commits (a checkpoint record) makes a replica that is milliseconds behind look minutes
@@ -297,7 +298,7 @@ fn host_status(h: &HostInput<'_>, times: HostTimes<'_>, reference: &Reference<'_
 /// time t is at most `observed_at - t` behind.
 fn replica_lag(obs: &Observation, observed_at: Option<Instant>, reference: &Reference<'_>) -> (u64, u64) {
     let replay = obs.replay_lsn.unwrap_or_default();
-    let furthest = reference.lsn.max(obs.receive_lsn).unwrap_or(replay);
+    let furthest = reference.lsn.max(obs.receive_lsn).max(obs.latest_end_lsn).unwrap_or(replay);
     let lag_bytes = furthest.bytes_after(replay);
     let raw_ms = obs.replay_delay_ms.unwrap_or(0);
     let lag_ms = match (reference.lsn, obs.replay_lsn) {
@@ -415,6 +416,7 @@ impl HostName {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observation::Receiver;
 
     fn settings() -> Settings {
         Settings {
@@ -435,6 +437,8 @@ mod tests {
             replay_lsn: None,
             replay_delay_ms: None,
             timeline: Some(timeline),
+            latest_end_lsn: None,
+            receiver: Receiver::Readable,
         }
     }
 
@@ -446,6 +450,8 @@ mod tests {
             replay_lsn: Some(Lsn(replay)),
             replay_delay_ms: Some(delay),
             timeline: Some(1),
+            latest_end_lsn: None,
+            receiver: Receiver::Readable,
         }
     }
 
@@ -483,6 +489,28 @@ mod tests {
         ];
         let snap = Snapshot::derive(true, &hosts, settings());
         assert_eq!(snap.hosts[1].lag_bytes, Some(3_000));
+    }
+
+    #[test]
+    fn wal_the_receiver_knows_of_counts_as_lag_when_the_master_poll_is_stale() {
+        let ids = ids(2);
+        let m = master(1_000, 1);
+        let mut r = replica(1_000, 1_000, 0);
+        r.latest_end_lsn = Some(Lsn(9_000));
+        let hosts = [
+            HostInput { id: &ids[0], health: Health::Alive, last: Some(&m) },
+            HostInput { id: &ids[1], health: Health::Alive, last: Some(&r) },
+        ];
+        let snap = Snapshot::derive(true, &hosts, settings());
+        assert_eq!(snap.hosts[1].lag_bytes, Some(8_000), "not byte-synchronous while WAL is missing");
+        assert!(!snap.hosts[1].sync_by_bytes);
+        // Behind what it knows of, never below zero, and an unreadable receiver changes nothing else.
+        r.latest_end_lsn = Some(Lsn(500));
+        let hosts = [
+            HostInput { id: &ids[0], health: Health::Alive, last: Some(&m) },
+            HostInput { id: &ids[1], health: Health::Alive, last: Some(&r) },
+        ];
+        assert_eq!(Snapshot::derive(true, &hosts, settings()).hosts[1].lag_bytes, Some(0));
     }
 
     #[test]

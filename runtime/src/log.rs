@@ -87,6 +87,7 @@ impl EventLog for Logger {
                 }
             }
             Event::Transition { .. } | Event::Ready => self.info(format_args!("{event}")),
+            Event::Warning { .. } => self.warning(format_args!("{event}")),
         }
     }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_channel::oneshot;
 use pg_status_core::config::SslMode;
 use pg_status_core::monitor::{PollError, PollErrorKind};
-use pg_status_core::observation::{Observation, POLL_QUERY};
+use pg_status_core::observation::{Observation, PollQuery, INSUFFICIENT_PRIVILEGE};
 use tokio_postgres::config::SslMode as WireMode;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
@@ -126,9 +126,22 @@ async fn open_as<R: Runtime>(
     Ok(Session { client, _alive: alive })
 }
 
-/// Runs [`POLL_QUERY`] once (one round trip, simple-query protocol) and parses its single row.
-pub async fn query(session: &Session) -> Result<Observation, PollError> {
-    let messages = session.client.simple_query(POLL_QUERY).await.map_err(|e| query_error(&e))?;
+/// Runs the poll query in the form `query` (one round trip, simple-query protocol) and parses its single row.
+///
+/// When the server refuses that form for lack of privilege (SQLSTATE 42501: the role may not read
+/// `pg_stat_wal_receiver`), the form the core names for that case runs instead on the same session, within
+/// the caller's deadline; the observation says what could not be read.
+pub async fn query(session: &Session, query: PollQuery) -> Result<Observation, PollError> {
+    let mut form = query;
+    let messages = loop {
+        match session.client.simple_query(form.sql()).await {
+            Ok(messages) => break messages,
+            Err(e) => match form.on_refusal() {
+                Some(next) if e.code().is_some_and(|c| c.code() == INSUFFICIENT_PRIVILEGE) => form = next,
+                _ => return Err(query_error(&e)),
+            },
+        }
+    };
     let mut rows = messages.iter().filter_map(|m| match m {
         SimpleQueryMessage::Row(row) => Some(row),
         _ => None,

@@ -191,7 +191,8 @@ impl World<'_> {
             | Action::SlowReply(i, _)
             | Action::PauseReplay(i, _)
             | Action::Stall(i, _)
-            | Action::WrongPassword(i, _) => Some(*i),
+            | Action::WrongPassword(i, _)
+            | Action::RevokeReceiverView(i, _) => Some(*i),
             Action::Load(_) | Action::Writing(_) => None,
         };
         if let Some(i) = node {
@@ -250,6 +251,7 @@ impl World<'_> {
                     n.end_sessions();
                 }
             }
+            Action::RevokeReceiverView(i, on) => c.nodes[i].receiver_view_revoked = on,
             Action::Load(f) => c.load = f,
             Action::Writing(on) => c.writing = on,
             _ => return false,
@@ -284,6 +286,9 @@ impl World<'_> {
             }
             if n.password != PASSWORD {
                 a.push(Action::WrongPassword(i, false));
+            }
+            if n.receiver_view_revoked {
+                a.push(Action::RevokeReceiverView(i, false));
             }
         }
         // Exactly one master: the one on the highest timeline stays; without one, the most advanced replica
