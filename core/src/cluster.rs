@@ -27,7 +27,8 @@ pub enum Health {
 pub struct HostName {
     /// The host as written in `pg_status__hosts`.
     pub name: Arc<str>,
-    /// The JSON answer naming it, `{"host": "<name>"}`, built once so answers need not allocate.
+    /// The JSON answer naming it, `{"host": "<name>", "dc": .., "geo": ..}`, built once so answers need not
+    /// allocate.
     pub json: Arc<str>,
     /// Its data centre, when locality by DC is configured.
     pub dc: Option<Arc<str>>,
@@ -368,6 +369,8 @@ fn write_host_json(out: &mut String, h: &HostStatus, with_name: bool) {
     out.push_str(if h.role == Some(Role::Master) { "true" } else { "false" });
     out.push_str(", \"alive\": ");
     out.push_str(if h.alive() { "true" } else { "false" });
+    out.push_str(", \"possible_dead\": ");
+    out.push_str(if h.health == Health::PossiblyDead { "true" } else { "false" });
     out.push_str(", \"lag_ms\": ");
     push_opt_u64(out, h.lag_ms);
     out.push_str(", \"sync_by_time\": ");
@@ -398,9 +401,13 @@ impl HostName {
         current_dc: Option<&str>,
         current_geo: Option<&str>,
     ) -> HostName {
-        let mut json = String::with_capacity(name.len() + 12);
+        let mut json = String::with_capacity(name.len() + 32);
         json.push_str("{\"host\": ");
         push_json_str(&mut json, name);
+        json.push_str(", \"dc\": ");
+        push_opt_str(&mut json, dc);
+        json.push_str(", \"geo\": ");
+        push_opt_str(&mut json, geo);
         json.push('}');
         HostName {
             name: name.into(),
@@ -554,6 +561,7 @@ mod tests {
             "\"geo\"",
             "\"master\"",
             "\"alive\"",
+            "\"possible_dead\"",
             "\"lag_ms\"",
             "\"sync_by_time\"",
             "\"lag_bytes\"",

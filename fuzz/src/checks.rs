@@ -936,13 +936,14 @@ fn reference_json(accept: Option<&[u8]>) -> Option<bool> {
 // ---------------------------------------------------------------------------------------------------------
 // http_request: checking answers
 
-/// Checks what every answer must be: a known content type, JSON that parses, UTF-8 text, and an `Allow`
-/// header exactly on 405. Returns the parsed JSON body.
+/// Checks what every answer must be: a known content type exactly when there is a body, JSON that parses,
+/// UTF-8 text, and an `Allow` header exactly on 405. Returns the parsed JSON body.
 fn check_any_response(response: &Response) -> Option<Value> {
     let body = response.body.as_bytes();
     assert!(matches!(response.status, 200 | 400 | 404 | 405 | 503), "status {}", response.status);
     assert_eq!(response.allow.is_some(), response.status == 405, "Allow header on {}", response.status);
-    match response.content_type {
+    assert_eq!(response.content_type.is_none(), body.is_empty(), "a content type exactly with a body");
+    match response.content_type.unwrap_or(http::TEXT) {
         http::JSON => Some(
             serde_json::from_slice(body)
                 .unwrap_or_else(|e| panic!("a JSON body does not parse ({e}): {:?}", String::from_utf8_lossy(body))),
@@ -955,15 +956,31 @@ fn check_any_response(response: &Response) -> Option<Value> {
     }
 }
 
-/// The host an answer names, or `None` for its "no host" form (DESIGN 7), after checking its shape.
-fn answered_host(response: &Response, json_body: Option<Value>, json: Option<bool>) -> Option<String> {
+/// The host an answer names, or `None` for its "no host" form (DESIGN 7), after checking its shape: in
+/// JSON `{"host", "dc", "geo"}` with the named host's locality, or all three null.
+fn answered_host(
+    hosts: &[CaseHost],
+    response: &Response,
+    json_body: Option<Value>,
+    json: Option<bool>,
+) -> Option<String> {
     if let Some(json) = json {
-        assert_eq!(json_body.is_some(), json, "content type {} when JSON is {json}", response.content_type);
+        assert_eq!(json_body.is_some(), json, "content type {:?} when JSON is {json}", response.content_type);
     }
     let host = match json_body {
-        Some(Value::Object(map)) if map.len() == 1 => match map.get("host") {
-            Some(Value::String(name)) => Some(name.clone()),
-            Some(Value::Null) => None,
+        Some(Value::Object(map)) if map.len() == 3 => match map.get("host") {
+            Some(Value::String(name)) => {
+                let host = hosts.iter().find(|h| h.name == *name).unwrap_or_else(|| panic!("unknown host {name}"));
+                let place = [("dc", host.dc), ("geo", host.geo)];
+                for (key, value) in place {
+                    assert_eq!(map.get(key), Some(&Value::from(value)), "{key} of {name}: {map:?}");
+                }
+                Some(name.clone())
+            }
+            Some(Value::Null) => {
+                assert!(map.get("dc") == Some(&Value::Null) && map.get("geo") == Some(&Value::Null), "{map:?}");
+                None
+            }
             _ => panic!("not a host answer: {map:?}"),
         },
         Some(other) => panic!("not a host answer: {other}"),
@@ -991,6 +1008,7 @@ fn check_host_document(document: &Value, host: &CaseHost, view: &View, with_name
         ("geo", Some(Value::from(host.geo))),
         ("master", Some(Value::from(view.role == Some(Role::Master)))),
         ("alive", Some(Value::from(view.role.is_some()))),
+        ("possible_dead", Some(Value::from(host.health == Health::PossiblyDead))),
         ("lag_ms", Some(Value::from(view.lag_ms))),
         ("sync_by_time", Some(Value::from(view.sync_by_time))),
         ("lag_bytes", Some(Value::from(view.lag_bytes))),
@@ -1026,7 +1044,7 @@ fn check_selection(
 ) -> Option<RoundRobin> {
     let (before, after) = cursor;
     let body = check_any_response(response);
-    let named = answered_host(response, body, json);
+    let named = answered_host(&case.hosts, response, body, json);
     let n = case.hosts.len();
     let matching = |health: Health| -> Vec<usize> {
         (0..n).filter(|&i| case.hosts[i].health == health && wanted.admits(&views[i])).collect()
@@ -1225,7 +1243,7 @@ fn check_plain_route(
         }
         Expected::NotReady => {
             assert_eq!(status, 503, "before readiness");
-            error_text(&body);
+            assert_eq!(error_text(&body), "pg_monitor is not ready");
         }
         Expected::Okay => {
             assert_eq!((status, response.body.as_bytes()), (200, &b"OK"[..]));
@@ -1249,23 +1267,21 @@ fn check_plain_route(
             }
         }
         Expected::Master => {
-            let named = answered_host(response, body, json);
+            let named = answered_host(&case.hosts, response, body, json);
             assert_eq!(named.as_deref(), master.map(|m| case.hosts[m].name.as_str()), "/master");
         }
         Expected::Status(None) => {
             assert_eq!(status, 400, "/status without host");
             error_text(&body);
         }
-        Expected::Status(Some(name)) => {
-            let document = body.expect("/status answers JSON");
-            match case.hosts.iter().position(|h| h.name.as_bytes() == name.as_slice()) {
-                Some(i) => {
-                    assert_eq!(status, 200, "/status of a host");
-                    check_host_document(&document, &case.hosts[i], &views[i], false);
-                }
-                None => assert_eq!((status, document), (404, Value::from_iter([("host", Value::Null)]))),
+        Expected::Status(Some(name)) => match case.hosts.iter().position(|h| h.name.as_bytes() == name.as_slice()) {
+            Some(i) => {
+                assert_eq!(status, 200, "/status of a host");
+                let document = body.expect("/status answers JSON");
+                check_host_document(&document, &case.hosts[i], &views[i], false);
             }
-        }
+            None => assert_eq!((status, response.body.as_bytes()), (404, &b""[..]), "/status of an unknown host"),
+        },
         Expected::Invalid(text) => {
             assert_eq!(status, 400, "{text}");
             assert_eq!(body, Some(Value::from_iter([("error_text", *text)])), "error body");
