@@ -401,14 +401,26 @@ fn routes_formats_parameters_and_errors() {
     let t = start_ready(
         common::builder()
             .env("pg_status__hosts", format!("{},{},{}", pa.host(), pb.host(), pc.host()))
-            .env("pg_status__pg_port", format!("{},{}", pa.port(), pb.port())),
+            .env("pg_status__pg_port", format!("{},{},{}", pa.port(), pb.port(), pc.port())),
     );
     for h in [pb.host(), pc.host()] {
         let e = t.wait_for_host(&h, STARTUP, |e| e["alive"] == true && e["lsn"].is_string());
-        c.check(e.is_ok(), || format!("a shorter pg_port list repeats its last port for {h}: {e:?}"));
+        c.check(e.is_ok(), || format!("one pg_port per host ({h}): {e:?}"));
     }
     common::settle(&t, "/master", &pa.host());
     drop(t);
+    let mut short = common::builder()
+        .env("pg_status__hosts", format!("{},{},{}", pa.host(), pb.host(), pc.host()))
+        .env("pg_status__pg_port", format!("{},{}", pa.port(), pb.port()))
+        .spawn()
+        .expect("spawn");
+    let status = short.wait_exit(Duration::from_secs(10)).map(|s| s.code());
+    c.eq("a pg_port list shorter than the hosts: exit status", status.ok().flatten(), Some(2));
+    let lines = short.stderr().texts();
+    c.check(
+        lines.len() == 1 && lines[0].contains("pg_status__pg_port") && lines[0].contains("2 ports for 3 hosts"),
+        || format!("one line naming the variable and both counts: {lines:?}"),
+    );
     let u = start_ready(
         common::builder()
             .env("pg_status__hosts", format!("{},{}", pb.host(), pc.host()))
