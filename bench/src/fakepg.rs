@@ -62,9 +62,9 @@ impl Database for FakeDb {
         self.counters.queries.fetch_add(1, Ordering::Relaxed);
         let s = |v: &str| Some(v.to_owned());
         let values = if self.master {
-            vec![s("f"), s("0/3000060"), None, None, None, s("000000010000000000000003"), None]
+            vec![s("f"), s("0/3000060"), None, None, None, s("000000010000000000000003"), None, None, None]
         } else {
-            vec![s("t"), None, s("0/3000060"), s("0/3000060"), s("0"), None, s("1")]
+            vec![s("t"), None, s("0/3000060"), s("0/3000060"), s("0"), None, s("4242"), s("1"), s("0/3000060")]
         };
         Reply { delay: Duration::ZERO, result: QueryResult::Row { columns: POLL_COLUMNS, values } }
     }

@@ -27,7 +27,8 @@ pub enum Health {
 pub struct HostName {
     /// The host as written in `pg_status__hosts`.
     pub name: Arc<str>,
-    /// The JSON answer naming it, `{"host": "<name>"}`, built once so answers need not allocate.
+    /// The JSON answer naming it, `{"host": "<name>", "dc": .., "geo": ..}`, built once so answers need not
+    /// allocate.
     pub json: Arc<str>,
     /// Its data centre, when locality by DC is configured.
     pub dc: Option<Arc<str>>,
@@ -288,8 +289,9 @@ fn host_status(h: &HostInput<'_>, times: HostTimes<'_>, reference: &Reference<'_
     }
 }
 
-/// Lag of a replica (DESIGN 3): bytes behind the furthest known WAL position, and the replay delay unless it
-/// has replayed everything the master had at its last poll.
+/// Lag of a replica (DESIGN 3): bytes behind the furthest WAL position known to exist (the master's at its
+/// last poll, the replica's received WAL, and the end of WAL its receiver's sender last reported), and the
+/// replay delay unless it has replayed everything the master had at its last poll.
 ///
 /// The replay delay is the age of the last replayed commit, which on a quiet master says nothing about
 /// lag: WAL without commits (a checkpoint record) makes a replica that is milliseconds behind look minutes
@@ -297,7 +299,7 @@ fn host_status(h: &HostInput<'_>, times: HostTimes<'_>, reference: &Reference<'_
 /// time t is at most `observed_at - t` behind.
 fn replica_lag(obs: &Observation, observed_at: Option<Instant>, reference: &Reference<'_>) -> (u64, u64) {
     let replay = obs.replay_lsn.unwrap_or_default();
-    let furthest = reference.lsn.max(obs.receive_lsn).unwrap_or(replay);
+    let furthest = reference.lsn.max(obs.receive_lsn).max(obs.latest_end_lsn).unwrap_or(replay);
     let lag_bytes = furthest.bytes_after(replay);
     let raw_ms = obs.replay_delay_ms.unwrap_or(0);
     let lag_ms = match (reference.lsn, obs.replay_lsn) {
@@ -367,6 +369,8 @@ fn write_host_json(out: &mut String, h: &HostStatus, with_name: bool) {
     out.push_str(if h.role == Some(Role::Master) { "true" } else { "false" });
     out.push_str(", \"alive\": ");
     out.push_str(if h.alive() { "true" } else { "false" });
+    out.push_str(", \"possible_dead\": ");
+    out.push_str(if h.health == Health::PossiblyDead { "true" } else { "false" });
     out.push_str(", \"lag_ms\": ");
     push_opt_u64(out, h.lag_ms);
     out.push_str(", \"sync_by_time\": ");
@@ -397,9 +401,13 @@ impl HostName {
         current_dc: Option<&str>,
         current_geo: Option<&str>,
     ) -> HostName {
-        let mut json = String::with_capacity(name.len() + 12);
+        let mut json = String::with_capacity(name.len() + 32);
         json.push_str("{\"host\": ");
         push_json_str(&mut json, name);
+        json.push_str(", \"dc\": ");
+        push_opt_str(&mut json, dc);
+        json.push_str(", \"geo\": ");
+        push_opt_str(&mut json, geo);
         json.push('}');
         HostName {
             name: name.into(),
@@ -415,6 +423,7 @@ impl HostName {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observation::Receiver;
 
     fn settings() -> Settings {
         Settings {
@@ -435,6 +444,8 @@ mod tests {
             replay_lsn: None,
             replay_delay_ms: None,
             timeline: Some(timeline),
+            latest_end_lsn: None,
+            receiver: Receiver::Readable,
         }
     }
 
@@ -446,6 +457,8 @@ mod tests {
             replay_lsn: Some(Lsn(replay)),
             replay_delay_ms: Some(delay),
             timeline: Some(1),
+            latest_end_lsn: None,
+            receiver: Receiver::Readable,
         }
     }
 
@@ -483,6 +496,28 @@ mod tests {
         ];
         let snap = Snapshot::derive(true, &hosts, settings());
         assert_eq!(snap.hosts[1].lag_bytes, Some(3_000));
+    }
+
+    #[test]
+    fn wal_the_receiver_knows_of_counts_as_lag_when_the_master_poll_is_stale() {
+        let ids = ids(2);
+        let m = master(1_000, 1);
+        let mut r = replica(1_000, 1_000, 0);
+        r.latest_end_lsn = Some(Lsn(9_000));
+        let hosts = [
+            HostInput { id: &ids[0], health: Health::Alive, last: Some(&m) },
+            HostInput { id: &ids[1], health: Health::Alive, last: Some(&r) },
+        ];
+        let snap = Snapshot::derive(true, &hosts, settings());
+        assert_eq!(snap.hosts[1].lag_bytes, Some(8_000), "not byte-synchronous while WAL is missing");
+        assert!(!snap.hosts[1].sync_by_bytes);
+        // Behind what it knows of, never below zero, and an unreadable receiver changes nothing else.
+        r.latest_end_lsn = Some(Lsn(500));
+        let hosts = [
+            HostInput { id: &ids[0], health: Health::Alive, last: Some(&m) },
+            HostInput { id: &ids[1], health: Health::Alive, last: Some(&r) },
+        ];
+        assert_eq!(Snapshot::derive(true, &hosts, settings()).hosts[1].lag_bytes, Some(0));
     }
 
     #[test]
@@ -526,6 +561,7 @@ mod tests {
             "\"geo\"",
             "\"master\"",
             "\"alive\"",
+            "\"possible_dead\"",
             "\"lag_ms\"",
             "\"sync_by_time\"",
             "\"lag_bytes\"",

@@ -464,16 +464,18 @@ fn parse_hosts(raw: &str, ports: &[u16]) -> Result<Vec<HostConfig>, ConfigError>
     if items.iter().any(|item| item.is_empty()) {
         return Err(invalid(VAR, raw, "empty host entry; separate hosts with single ','"));
     }
-    if ports.len() > items.len() {
+    // One port for every host, or exactly one per host (DESIGN 8): any other count is a mistake to report,
+    // not to guess around.
+    if ports.len() != 1 && ports.len() != items.len() {
         return Err(invalid(
             "pg_status__pg_port",
             &ports.iter().map(u16::to_string).collect::<Vec<_>>().join(","),
-            format!("{} ports for {} hosts", ports.len(), items.len()),
+            format!("{} ports for {} hosts; give one port for all or exactly one per host", ports.len(), items.len()),
         ));
     }
     let mut hosts: Vec<HostConfig> = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        // A shorter port list repeats its last port; `ports` is never empty (one default or >= 1 parsed item).
+        // `ports` holds one port, or one per host (checked above); never empty (one default or >= 1 item).
         let list_port = ports[i.min(ports.len() - 1)];
         let (host, port) = split_host_port(item).map_err(|reason| invalid(VAR, raw, reason))?;
         let port = port.unwrap_or(list_port);
@@ -716,7 +718,7 @@ mod tests {
     fn hosts_take_their_own_port_or_the_port_list() {
         let c = cfg(&[
             ("pg_status__hosts", " db1 , db2:6432, [::1]:5433, ::1, db5"),
-            ("pg_status__pg_port", "7000,7001,7002,7003"),
+            ("pg_status__pg_port", "7000,7001,7002,7003,7004"),
         ])
         .unwrap();
         let got: Vec<(&str, &str, u16)> = c.hosts.iter().map(|h| (h.name.as_str(), h.host.as_str(), h.port)).collect();
@@ -727,9 +729,16 @@ mod tests {
                 ("db2:6432", "db2", 6432),
                 ("[::1]:5433", "::1", 5433),
                 ("::1", "::1", 7003),
-                ("db5", "db5", 7003),
+                ("db5", "db5", 7004),
             ]
         );
+        let one = cfg(&[("pg_status__hosts", "db1,db2,db3"), ("pg_status__pg_port", "7000")]).unwrap();
+        assert!(one.hosts.iter().all(|h| h.port == 7000), "one port serves every host");
+        for ports in ["7000,7001", "7000,7001,7002,7003"] {
+            let e = err(&[("pg_status__hosts", "db1,db2,db3"), ("pg_status__pg_port", ports)]);
+            let count = ports.split(',').count();
+            assert!(e.contains("pg_status__pg_port") && e.contains(&format!("{count} ports for 3 hosts")), "{e}");
+        }
     }
 
     #[test]

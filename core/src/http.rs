@@ -49,8 +49,8 @@ impl Body {
 pub struct Response {
     /// Status code.
     pub status: u16,
-    /// `Content-Type` header value.
-    pub content_type: &'static str,
+    /// `Content-Type` header value; `None` for an empty body, which has no type (DESIGN 7).
+    pub content_type: Option<&'static str>,
     /// Body.
     pub body: Body,
     /// Value of an `Allow` header, sent with 405.
@@ -59,6 +59,7 @@ pub struct Response {
 
 impl Response {
     fn new(status: u16, content_type: &'static str, body: Body) -> Response {
+        let content_type = (body != Body::Empty).then_some(content_type);
         Response { status, content_type, body, allow: None }
     }
 
@@ -167,13 +168,13 @@ impl Route {
     }
 }
 
-const NOT_READY: &str = r#"{"error_text": "Not ready: not every host has been polled yet"}"#;
+const NOT_READY: &str = r#"{"error_text": "pg_monitor is not ready"}"#;
 const INVALID_LAG_MS: &str = r#"{"error_text": "Invalid lag_ms"}"#;
 const INVALID_LAG_BYTES: &str = r#"{"error_text": "Invalid lag_bytes"}"#;
 const INVALID_MIN_LSN: &str = r#"{"error_text": "Invalid min_lsn"}"#;
 const INVALID_WAIT_MS: &str = r#"{"error_text": "Invalid wait_ms"}"#;
 const NO_HOST_PARAM: &str = r#"{"error_text": "Get parameter 'host' wasn't passed"}"#;
-const HOST_NULL: &str = r#"{"host": null}"#;
+const HOST_NULL: &str = r#"{"host": null, "dc": null, "geo": null}"#;
 
 /// A selection request, validated and ready to be answered (possibly more than once while it waits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,7 +270,7 @@ fn status(snapshot: &Snapshot, query: &str) -> Response {
     };
     match snapshot.hosts.iter().find(|h| h.id.name.as_bytes() == host.as_slice()) {
         Some(h) => Response::new(200, JSON, Body::Owned(snapshot.status_json(h))),
-        None => Response::error(404, HOST_NULL),
+        None => Response::new(404, TEXT, Body::Empty),
     }
 }
 

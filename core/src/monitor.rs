@@ -1,4 +1,4 @@
-//! The polling state machine for all hosts (DESIGN 1-2 and 11).
+//! The polling state machine for all hosts (DESIGN 1-2, 11 and 12).
 //!
 //! The runtime drives it in the quinn style: after every input (`handle_poll_result`, `handle_timeout`),
 //! drain `poll_action` until it returns `None`, drain `poll_event`, publish `poll_snapshot` when it returns a
@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cluster::{Health, HostInput, HostName, HostTimes, Settings, Snapshot};
-use crate::config::{Config, LogLevel};
+use crate::config::{Config, LogLevel, SplitBrainPolicy};
 use crate::lsn::Lsn;
 use crate::metrics::PollStats;
-use crate::observation::{Observation, Role};
+use crate::observation::{Observation, PollQuery, Receiver, Role};
 
 /// The shortest interval between two refresh rounds asked for by waiting requests (`wait_ms`): often enough
 /// that a replica catching up is seen within a few tens of milliseconds, seldom enough that waiting requests
@@ -44,6 +44,9 @@ pub enum Action {
         deadline: Instant,
         /// Close the host's current connection, if any, and open a new one.
         reconnect: bool,
+        /// The form of the poll query to run. When the server refuses it for lack of privilege, run
+        /// [`PollQuery::on_refusal`]'s form instead within the same deadline and report that result.
+        query: PollQuery,
     },
 }
 
@@ -137,6 +140,41 @@ impl Transition {
     }
 }
 
+/// What a role without some privilege cannot measure, announced once per run (DESIGN 12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Warning {
+    /// The role may not select from `pg_stat_wal_receiver`: polls run without it.
+    ReceiverRefused,
+    /// The role sees a running WAL receiver but none of its details (it lacks `pg_read_all_stats`).
+    ReceiverHidden,
+    /// `pg_status__split_brain=timeline` is on and a replica's timeline is hidden by the role's privileges.
+    TimelinesHidden,
+}
+
+impl Warning {
+    /// What is missing and what it costs, in words for an operator.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Warning::ReceiverRefused => {
+                "permission denied for pg_catalog.pg_stat_wal_receiver; polling without it. The role lacks SELECT \
+                 on that view: replica timelines are unknown (null in /hosts) and lag_bytes cannot count WAL a \
+                 replica's receiver has been told of but has not received. Grant SELECT on the view (and \
+                 membership in pg_monitor) to measure fully"
+            }
+            Warning::ReceiverHidden => {
+                "the role sees no details in pg_catalog.pg_stat_wal_receiver: it lacks pg_read_all_stats (granted \
+                 with membership in pg_monitor). Replica timelines are unknown (null in /hosts) and lag_bytes \
+                 cannot count WAL a replica's receiver has been told of but has not received"
+            }
+            Warning::TimelinesHidden => {
+                "pg_status__split_brain=timeline cannot see replica timelines (the role lacks pg_read_all_stats or \
+                 SELECT on pg_catalog.pg_stat_wal_receiver): requests with min_lsn are never answered with a \
+                 replica, only with the master. Grant pg_monitor to the role"
+            }
+        }
+    }
+}
+
 /// Something the runtime should log; `Display` gives the line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -164,12 +202,20 @@ pub enum Event {
     },
     /// At most one alive host claims to be master again.
     SplitBrainEnded,
+    /// A measurement is degraded by the role's privileges (logged as a warning, once per kind, naming the
+    /// first host that showed it).
+    Warning {
+        /// The host as written in `pg_status__hosts`.
+        host: Arc<str>,
+        /// What is missing.
+        warning: Warning,
+    },
 }
 
 impl Event {
     /// True for lines that belong on stderr.
     pub fn is_error(&self) -> bool {
-        matches!(self, Event::PollFailed { .. })
+        matches!(self, Event::PollFailed { .. } | Event::Warning { .. })
     }
 
     /// The severity the event is logged at (`pg_status__log_level` filters on it): a failed poll is an error,
@@ -177,7 +223,7 @@ impl Event {
     pub fn level(&self) -> LogLevel {
         match self {
             Event::PollFailed { .. } => LogLevel::Error,
-            Event::SplitBrain { .. } | Event::SplitBrainEnded => LogLevel::Warning,
+            Event::SplitBrain { .. } | Event::SplitBrainEnded | Event::Warning { .. } => LogLevel::Warning,
             Event::Transition { .. } | Event::Ready => LogLevel::Info,
         }
     }
@@ -185,7 +231,7 @@ impl Event {
     /// The host the event is about, if it is about one.
     pub fn host(&self) -> Option<&str> {
         match self {
-            Event::Transition { host, .. } | Event::PollFailed { host, .. } => Some(host),
+            Event::Transition { host, .. } | Event::PollFailed { host, .. } | Event::Warning { host, .. } => Some(host),
             Event::Ready | Event::SplitBrain { .. } | Event::SplitBrainEnded => None,
         }
     }
@@ -199,6 +245,7 @@ impl fmt::Display for Event {
             Event::Ready => f.write_str("ready: every host has been polled once"),
             Event::SplitBrain { masters } => write!(f, "split brain: {}", masters.join(", ")),
             Event::SplitBrainEnded => f.write_str("split brain ended"),
+            Event::Warning { host, warning } => write!(f, "{host}: {}", warning.as_str()),
         }
     }
 }
@@ -238,6 +285,21 @@ struct HostState {
     announced: Announced,
     /// Another iteration was asked for while one was in flight (see [`Monitor::request_refresh`]).
     refresh: bool,
+    /// The form of the poll query its current connection runs: the full one on every new connection, the
+    /// one without the WAL receiver once the server refused the full one on this connection.
+    query: PollQuery,
+}
+
+/// What an observation's missing privileges cost (DESIGN 12): at most one warning of each kind.
+fn privilege_warnings(observation: &Observation, policy: SplitBrainPolicy) -> [Option<Warning>; 2] {
+    let replica = observation.role == Role::Replica;
+    let missing = match observation.receiver {
+        Receiver::Readable => None,
+        Receiver::NotRead => Some(Warning::ReceiverRefused),
+        Receiver::DetailsHidden => Some(Warning::ReceiverHidden),
+    };
+    let blind = replica && missing.is_some() && policy == SplitBrainPolicy::Timeline;
+    [missing, blind.then_some(Warning::TimelinesHidden)]
 }
 
 /// Per-host counters the runtime may export as metrics.
@@ -270,6 +332,8 @@ pub struct Monitor {
     connections_opened: Vec<u64>,
     /// When the last refresh round was granted.
     last_refresh: Option<Instant>,
+    /// The privilege warnings already announced.
+    warned: Vec<Warning>,
 }
 
 impl Monitor {
@@ -310,6 +374,7 @@ impl Monitor {
                 finished_first: false,
                 announced: Announced::default(),
                 refresh: false,
+                query: PollQuery::Full,
             })
             .collect();
         let n = hosts.len();
@@ -328,6 +393,7 @@ impl Monitor {
             split_brain: Vec::new(),
             connections_opened: vec![0; n],
             last_refresh: None,
+            warned: Vec::new(),
         };
         monitor.current = monitor.derive();
         monitor
@@ -346,11 +412,14 @@ impl Monitor {
             host.conn_opened = None;
             host.opening = Some(now);
             self.connections_opened[index] += 1;
+            // A new connection tries everything again: privileges may have been granted meanwhile.
+            host.query = PollQuery::Full;
         }
         host.next_poll = None;
         host.in_flight = Some((host.iterations, deadline));
         host.started = now;
-        Some(Action::Poll { id: PollId { host: index, iteration: host.iterations }, deadline, reconnect })
+        let query = host.query;
+        Some(Action::Poll { id: PollId { host: index, iteration: host.iterations }, deadline, reconnect, query })
     }
 
     /// When the monitor next needs `handle_timeout`: the earliest due poll or in-flight deadline.
@@ -407,7 +476,17 @@ impl Monitor {
                     }
                     _ => host.wal_history.clear(),
                 }
+                if observation.receiver == Receiver::NotRead {
+                    host.query = PollQuery::WithoutReceiver;
+                }
+                let warnings = privilege_warnings(&observation, self.settings.split_brain);
                 host.last = Some(observation);
+                for warning in warnings.into_iter().flatten() {
+                    if !self.warned.contains(&warning) {
+                        self.warned.push(warning);
+                        self.events.push_back(Event::Warning { host: name.clone(), warning });
+                    }
+                }
                 if was != Health::Alive || host.announced.role != Some(role) {
                     if host.announced.role != Some(role) {
                         // A new role starts without announced sync state: a replica announces its own afresh.

@@ -21,10 +21,14 @@ fn cluster() -> Snapshot {
     snapshot(&specs, settings(), None)
 }
 
+/// Status, `Content-Type` ([`NO_TYPE`] when there is none) and body of `GET target`.
 fn get(snap: &Snapshot, target: &str, accept: Option<&str>) -> (u16, &'static str, String) {
     let r = handle(snap, &AtomicUsize::new(0), "GET", target, accept.map(str::as_bytes));
-    (r.status, r.content_type, String::from_utf8(r.body.as_bytes().to_vec()).unwrap())
+    (r.status, r.content_type.unwrap_or(NO_TYPE), String::from_utf8(r.body.as_bytes().to_vec()).unwrap())
 }
+
+/// What [`get`] shows for an answer without a `Content-Type` header.
+const NO_TYPE: &str = "(none)";
 
 /// Every host a route hands out over `n` requests sharing one cursor, in order.
 fn answers(snap: &Snapshot, target: &str, n: usize) -> Vec<String> {
@@ -79,7 +83,14 @@ fn selection_routes_apply_their_filters() {
 fn formats_follow_the_accept_header() {
     let snap = cluster();
     assert_eq!(get(&snap, "/master", None), (200, TEXT, "h0".into()));
-    assert_eq!(get(&snap, "/master", J), (200, JSON, r#"{"host": "h0"}"#.into()));
+    assert_eq!(get(&snap, "/master", J), (200, JSON, r#"{"host": "h0", "dc": null, "geo": null}"#.into()));
+    let located = [
+        Spec { health: Health::Alive, obs: Some(master(10)), dc: Some("dc\"1") },
+        Spec { health: Health::Alive, obs: Some(replica(10, 0)), dc: Some("dc2") },
+    ];
+    let located = snapshot(&located, settings(), Some("dc2"));
+    assert_eq!(get(&located, "/master", J), (200, JSON, r#"{"host": "h0", "dc": "dc\"1", "geo": null}"#.into()));
+    assert_eq!(get(&located, "/replica", J), (200, JSON, r#"{"host": "h1", "dc": "dc2", "geo": null}"#.into()));
     assert_eq!(get(&snap, "/version", None), (200, TEXT, VERSION.into()));
     assert_eq!(get(&snap, "/version", J), (200, JSON, format!(r#"{{"version": "{VERSION}"}}"#)));
     for (accept, json) in [
@@ -101,15 +112,16 @@ fn formats_follow_the_accept_header() {
 }
 
 #[test]
-fn nothing_to_answer_is_404_empty_or_json_null() {
+fn nothing_to_answer_is_404_empty_without_a_type_or_json_nulls() {
     let specs = [
         Spec { health: Health::Dead, obs: None, dc: None },
         Spec { health: Health::Alive, obs: Some(replica(1, 5_000)), dc: None },
     ];
     let snap = snapshot(&specs, settings(), None);
     for target in ["/master", "/sync_by_time", "/replica?min_lsn=1/0", "/most_sync_by_bytes"] {
-        assert_eq!(get(&snap, target, None), (404, TEXT, String::new()), "{target}");
-        assert_eq!(get(&snap, target, J), (404, JSON, r#"{"host": null}"#.into()), "{target}");
+        assert_eq!(get(&snap, target, None), (404, NO_TYPE, String::new()), "{target}");
+        let nulls = r#"{"host": null, "dc": null, "geo": null}"#;
+        assert_eq!(get(&snap, target, J), (404, JSON, nulls.into()), "{target}");
     }
 }
 
@@ -158,6 +170,8 @@ fn hosts_and_status_describe_every_host() {
     assert_eq!(v[3]["alive"], false);
     assert!(v[3]["lag_bytes"].is_null() && v[3]["lsn"].is_null());
     assert_eq!(v[4]["alive"], true, "a possibly dead host still shows its last measurements");
+    let possible_dead: Vec<&serde_json::Value> = v.as_array().unwrap().iter().map(|h| &h["possible_dead"]).collect();
+    assert_eq!(possible_dead, [false, false, false, false, true]);
 
     let (status, ct, body) = get(&snap, "/status?host=h2", None);
     assert_eq!((status, ct), (200, JSON));
@@ -165,7 +179,8 @@ fn hosts_and_status_describe_every_host() {
     let mut without_name = v[2].as_object().unwrap().clone();
     without_name.remove("host");
     assert_eq!(s, serde_json::Value::Object(without_name));
-    assert_eq!(get(&snap, "/status?host=nope", None).0, 404);
+    assert_eq!(get(&snap, "/status?host=nope", None), (404, NO_TYPE, String::new()));
+    assert_eq!(get(&snap, "/status?host=nope", J), (404, NO_TYPE, String::new()));
     assert_eq!(get(&snap, "/status?host=h%32", None).0, 200, "the host parameter is percent-decoded");
 }
 
@@ -174,9 +189,7 @@ fn readiness_comes_before_validation_and_live_answers_at_once() {
     let id = std::sync::Arc::new(HostName::new("h0", None, None, None, None));
     let snap = Snapshot::derive(false, &[HostInput { id: &id, health: Health::Unknown, last: None }], settings());
     for target in ["/master", "/replica?lag_ms=abc", "/hosts", "/status", "/ready", "/most_sync_by_bytes"] {
-        let (status, ct, body) = get(&snap, target, None);
-        assert_eq!((status, ct), (503, JSON), "{target}");
-        assert!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["error_text"].is_string());
+        assert_eq!(get(&snap, target, None), (503, JSON, r#"{"error_text": "pg_monitor is not ready"}"#.into()));
     }
     assert_eq!(get(&snap, "/live", None), (200, TEXT, "OK".into()));
     assert_eq!(get(&snap, "/version", None).0, 200);
@@ -191,10 +204,10 @@ fn methods_and_unknown_paths() {
     assert_eq!((head.status, head.body.as_bytes()), (200, &b"h0"[..]));
     for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
         let r = handle(&snap, &cursor, method, "/master", None);
-        assert_eq!((r.status, r.allow), (405, Some("GET, HEAD")), "{method}");
+        assert_eq!((r.status, r.allow, r.content_type), (405, Some("GET, HEAD"), None), "{method}");
         assert_eq!(handle(&snap, &cursor, method, "/nope", None).status, 404);
     }
     for target in ["/", "/master/", "/Master", "/nope", "", "//master", "/master%20"] {
-        assert_eq!(get(&snap, target, None), (404, TEXT, String::new()), "{target:?}");
+        assert_eq!(get(&snap, target, None), (404, NO_TYPE, String::new()), "{target:?}");
     }
 }

@@ -9,12 +9,14 @@ use std::time::Instant;
 
 use common::*;
 use pg_status_core::cluster::Health;
-use pg_status_core::monitor::{Action, Event, Monitor, PollError, PollErrorKind, PollId, Transition};
+use pg_status_core::config::SplitBrainPolicy;
+use pg_status_core::monitor::{Action, Event, Monitor, PollError, PollErrorKind, PollId, Transition, Warning};
+use pg_status_core::observation::{Observation, PollQuery, Receiver, Role};
 use proptest::prelude::*;
 
 fn drain_actions(m: &mut Monitor, now: Instant) -> Vec<(PollId, Instant, bool)> {
     std::iter::from_fn(|| m.poll_action(now))
-        .map(|Action::Poll { id, deadline, reconnect }| (id, deadline, reconnect))
+        .map(|Action::Poll { id, deadline, reconnect, .. }| (id, deadline, reconnect))
         .collect()
 }
 
@@ -438,4 +440,114 @@ fn refresh_rounds_are_spaced_however_many_requests_ask() {
     assert!(drain_actions(&mut m, t0 + ms(12)).is_empty(), "a second round inside the spacing is not granted");
     m.request_refresh(t0 + ms(10) + REFRESH_SPACING);
     assert_eq!(drain_actions(&mut m, t0 + ms(10) + REFRESH_SPACING).len(), 1);
+}
+
+/// Starts every iteration due at `now` and answers each with `answer(host, reconnect, query)` 5 ms later;
+/// returns `(host, reconnect, query)` of each.
+fn round(
+    m: &mut Monitor,
+    now: Instant,
+    answer: impl Fn(usize, bool) -> Result<Observation, PollError>,
+) -> Vec<(usize, bool, PollQuery)> {
+    let actions: Vec<Action> = std::iter::from_fn(|| m.poll_action(now)).collect();
+    actions
+        .into_iter()
+        .map(|Action::Poll { id, reconnect, query, .. }| {
+            m.handle_poll_result(id, answer(id.host, reconnect), now + ms(5));
+            (id.host, reconnect, query)
+        })
+        .collect()
+}
+
+fn refused(mut o: Observation) -> Observation {
+    o.receiver = Receiver::NotRead;
+    o.timeline = if o.role == Role::Master { o.timeline } else { None };
+    o
+}
+
+fn warnings(m: &mut Monitor) -> Vec<(String, Warning)> {
+    std::iter::from_fn(|| m.poll_event())
+        .filter_map(|e| match e {
+            Event::Warning { host, warning } => Some((host.to_string(), warning)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_refused_receiver_view_is_remembered_per_connection_and_warned_about_once() {
+    let t0 = start();
+    // conn_max_age 1000 ms: the third round below opens new connections.
+    let mut m = Monitor::new(&config(2, 400, 100, 1000, 3), t0);
+    let refuse = |host: usize, _| Ok(refused(if host == 0 { master(100) } else { replica(100, 0) }));
+    let first = round(&mut m, t0, refuse);
+    assert_eq!(first, [(0, true, PollQuery::Full), (1, true, PollQuery::Full)], "new connections try it all");
+    let snap = m.snapshot();
+    assert!(snap.hosts.iter().all(|h| h.health == Health::Alive), "a refused view is not a failed poll");
+    assert_eq!((snap.master, snap.hosts[1].lag_bytes, snap.hosts[1].timeline), (Some(0), Some(0), None));
+    assert_eq!(warnings(&mut m), [("h0".to_owned(), Warning::ReceiverRefused)], "one warning for both hosts");
+
+    // The same connection keeps the form without the view; a new one tries the full query again, and host 0
+    // answers it in full this time (a GRANT meanwhile).
+    let mut now = t0 + ms(405);
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.extend(round(
+            &mut m,
+            now,
+            |host, reconnect| {
+                if host == 0 && reconnect {
+                    Ok(master(100))
+                } else {
+                    refuse(host, reconnect)
+                }
+            },
+        ));
+        now += ms(405);
+    }
+    let host0: Vec<(bool, PollQuery)> = seen.iter().filter(|s| s.0 == 0).map(|s| (s.1, s.2)).collect();
+    assert_eq!(
+        host0,
+        [(false, PollQuery::WithoutReceiver), (false, PollQuery::WithoutReceiver), (true, PollQuery::Full)]
+    );
+    assert!(warnings(&mut m).is_empty(), "never again");
+    let next = round(&mut m, now, |host, _| if host == 0 { Ok(master(100)) } else { fail() });
+    assert_eq!(next, [(0, false, PollQuery::Full), (1, false, PollQuery::WithoutReceiver)]);
+    // A failure closes the connection: the next one tries the full query.
+    now += ms(405);
+    let after = round(&mut m, now, refuse);
+    assert_eq!(after[1], (1, true, PollQuery::Full), "host 1 after its failure");
+}
+
+#[test]
+fn hidden_receiver_details_and_a_blind_timeline_policy_are_warned_about_once_each() {
+    let t0 = start();
+    let mut config = config(3, 100, 50, 60_000, 3);
+    config.split_brain = SplitBrainPolicy::Timeline;
+    let mut m = Monitor::new(&config, t0);
+    let hidden = || {
+        let mut o = replica(100, 0);
+        o.receiver = Receiver::DetailsHidden;
+        o.timeline = None;
+        o
+    };
+    let answer = |host: usize, _| Ok(if host == 0 { master(100) } else { hidden() });
+    let mut now = t0;
+    let mut all = Vec::new();
+    for _ in 0..3 {
+        let polls = round(&mut m, now, answer);
+        assert!(polls.iter().all(|p| p.2 == PollQuery::Full), "hidden details need no other query");
+        all.extend(warnings(&mut m));
+        now += ms(105);
+    }
+    assert_eq!(all, [("h1".to_owned(), Warning::ReceiverHidden), ("h1".to_owned(), Warning::TimelinesHidden)]);
+    let text = Event::Warning { host: "h1".into(), warning: Warning::ReceiverHidden }.to_string();
+    assert!(text.starts_with("h1: ") && text.contains("pg_read_all_stats") && text.contains("pg_monitor"), "{text}");
+    let text = Warning::ReceiverRefused.as_str();
+    assert!(text.contains("SELECT") && text.contains("pg_catalog.pg_stat_wal_receiver"), "{text}");
+
+    // Without the timeline policy, hidden timelines cost no policy warning.
+    let mut m = Monitor::new(&common::config(2, 100, 50, 60_000, 3), t0);
+    round(&mut m, t0, answer);
+    assert_eq!(warnings(&mut m), [("h1".to_owned(), Warning::ReceiverHidden)]);
 }

@@ -17,7 +17,9 @@ use pg_status_core::cluster::{Health, HostInput, HostName, HostTimes, Settings, 
 use pg_status_core::config::{Config, ConfigError, SplitBrainPolicy, KNOWN_VARIABLES};
 use pg_status_core::http::{self, Prepared, Response};
 use pg_status_core::lsn::Lsn;
-use pg_status_core::observation::{Observation, ObservationError, Role, POLL_COLUMNS};
+use pg_status_core::observation::{
+    Observation, ObservationError, Receiver, Role, POLL_COLUMNS, POLL_COLUMNS_WITHOUT_RECEIVER,
+};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------------------------
@@ -258,8 +260,17 @@ fn check_accepted_config(env: &BTreeMap<String, String>, config: &Config) {
 // observation
 
 /// The poll query's columns, in order.
-const COLUMNS: [&str; POLL_COLUMNS] =
-    ["in_recovery", "current_lsn", "receive_lsn", "replay_lsn", "replay_delay_ms", "wal_file", "received_tli"];
+const COLUMNS: [&str; POLL_COLUMNS] = [
+    "in_recovery",
+    "current_lsn",
+    "receive_lsn",
+    "replay_lsn",
+    "replay_delay_ms",
+    "wal_file",
+    "receiver_pid",
+    "received_tli",
+    "latest_end_lsn",
+];
 
 /// Decodes the `observation` input: the row's values separated by NUL bytes (PostgreSQL text never holds
 /// NUL); a value that is the single byte 0xFF (never in UTF-8) is SQL NULL; other values are UTF-8 with
@@ -271,10 +282,12 @@ pub fn decode_row(data: &[u8]) -> Vec<Option<String>> {
     data.split(|&b| b == 0).map(|v| if v == [0xFF] { None } else { Some(text(v)) }).collect()
 }
 
-/// What the poll row should parse to, from the column documentation of `POLL_QUERY`: the observation, or
-/// the indexes of the columns at fault (empty for a wrong number of columns).
+/// What the poll row should parse to, from the column documentation of `POLL_QUERY` (and of the form
+/// without the WAL receiver, its first columns): the observation, or the indexes of the columns at fault
+/// (empty for a wrong number of columns).
 fn reference_observation(row: &[Option<&str>]) -> Result<Observation, Vec<usize>> {
-    if row.len() != POLL_COLUMNS {
+    let full = row.len() == POLL_COLUMNS;
+    if !full && row.len() != POLL_COLUMNS_WITHOUT_RECEIVER {
         return Err(Vec::new());
     }
     let mut faults = Vec::new();
@@ -305,6 +318,34 @@ fn reference_observation(row: &[Option<&str>]) -> Result<Observation, Vec<usize>
             None
         }
     });
+    // A replica's WAL receiver, when the row has its columns: the pid alone means its details are hidden.
+    // A master's receiver columns are not looked at.
+    let replica_receiver = full && role == Some(Role::Replica);
+    let latest_end_lsn = row.get(8).copied().flatten().filter(|_| replica_receiver).and_then(|v| {
+        let parsed = reference_lsn(v.as_bytes());
+        if parsed.is_none() {
+            faults.push(8);
+        }
+        parsed
+    });
+    let received_tli = if replica_receiver {
+        row[7].and_then(|v| {
+            let parsed = v.parse::<u32>().ok();
+            if parsed.is_none() {
+                faults.push(7);
+            }
+            parsed
+        })
+    } else {
+        None
+    };
+    let receiver = if !full {
+        Receiver::NotRead
+    } else if replica_receiver && row[6].is_some() && row[7].is_none() && row[8].is_none() {
+        Receiver::DetailsHidden
+    } else {
+        Receiver::Readable
+    };
     // A master's timeline is the first 8 hex digits of its 24-character WAL file name; a replica's is the
     // streamed timeline number. The other role's column is not looked at.
     let timeline = match role {
@@ -316,22 +357,23 @@ fn reference_observation(row: &[Option<&str>]) -> Result<Observation, Vec<usize>
             }
             parsed
         }),
-        Some(Role::Replica) => row[6].and_then(|v| {
-            let parsed = v.parse::<u32>().ok();
-            if parsed.is_none() {
-                faults.push(6);
-            }
-            parsed
-        }),
+        Some(Role::Replica) => received_tli,
         None => None,
     };
     if role == Some(Role::Master) && row[1].is_none() {
         faults.push(1);
     }
     match role {
-        Some(role) if faults.is_empty() => {
-            Ok(Observation { role, current_lsn, receive_lsn, replay_lsn, replay_delay_ms, timeline })
-        }
+        Some(role) if faults.is_empty() => Ok(Observation {
+            role,
+            current_lsn,
+            receive_lsn,
+            replay_lsn,
+            replay_delay_ms,
+            timeline,
+            latest_end_lsn,
+            receiver,
+        }),
         _ => Err(faults),
     }
 }
@@ -352,7 +394,7 @@ pub fn check_observation(data: &[u8]) {
             match error {
                 ObservationError::Columns(n) => {
                     assert_eq!(*n, row.len(), "row {row:?}");
-                    assert_ne!(*n, POLL_COLUMNS, "row {row:?}");
+                    assert!(![POLL_COLUMNS, POLL_COLUMNS_WITHOUT_RECEIVER].contains(n), "row {row:?}");
                 }
                 ObservationError::Value { column, value } => {
                     let i = COLUMNS.iter().position(|c| c == column).expect("an unknown column name");
@@ -440,7 +482,8 @@ fn place(selector: u8) -> Option<&'static str> {
 ///      - a byte: bits 0-1 health (unknown, alive, possibly dead, dead), bit 2 an observation follows, bit
 ///        3 its role is master (else replica), bits 4-5 DC, bits 6-7 region;
 ///      - with an observation, a byte saying which optional fields follow, as numbers: bit 0 current LSN,
-///        bit 1 receive LSN, bit 2 replay LSN, bit 3 replay delay, bit 4 timeline (low 32 bits);
+///        bit 1 receive LSN, bit 2 replay LSN, bit 3 replay delay, bit 4 timeline (low 32 bits), bit 5 the WAL
+///        receiver's latest end LSN;
 ///    - a byte: bit 0 set = derive with observation times (else no times are known); then for each host a
 ///      byte (bit 0: an observation time follows, as a number of ms; bits 1-7 modulo 5: the number of WAL
 ///      samples that follow, each a number of ms after the previous sample and an LSN number). Times are
@@ -496,6 +539,8 @@ pub fn decode_http(data: &[u8]) -> HttpCase {
                 replay_lsn: field(4).map(Lsn),
                 replay_delay_ms: field(8),
                 timeline: field(16).map(|t| (t & 0xFFFF_FFFF) as u32),
+                latest_end_lsn: field(32).map(Lsn),
+                receiver: Receiver::Readable,
             }
         });
         hosts.push(CaseHost {
@@ -608,7 +653,8 @@ fn reference_views(case: &HttpCase, master: Option<usize>) -> Vec<View> {
                 Role::Master => (0, 0, obs.current_lsn),
                 Role::Replica => {
                     let replay = obs.replay_lsn.map_or(0, |l| l.0);
-                    let furthest = [master_lsn, obs.receive_lsn].iter().flatten().map(|l| l.0).max();
+                    let furthest =
+                        [master_lsn, obs.receive_lsn, obs.latest_end_lsn].iter().flatten().map(|l| l.0).max();
                     let lag_bytes = furthest.map_or(0, |f| f.saturating_sub(replay));
                     let caught_up = matches!((master_lsn, obs.replay_lsn), (Some(m), Some(r)) if r.0 >= m.0);
                     let replayed_sample = |r: Lsn| history.iter().filter(|(_, l)| l.0 <= r.0).map(|(at, _)| *at).max();
@@ -890,13 +936,14 @@ fn reference_json(accept: Option<&[u8]>) -> Option<bool> {
 // ---------------------------------------------------------------------------------------------------------
 // http_request: checking answers
 
-/// Checks what every answer must be: a known content type, JSON that parses, UTF-8 text, and an `Allow`
-/// header exactly on 405. Returns the parsed JSON body.
+/// Checks what every answer must be: a known content type exactly when there is a body, JSON that parses,
+/// UTF-8 text, and an `Allow` header exactly on 405. Returns the parsed JSON body.
 fn check_any_response(response: &Response) -> Option<Value> {
     let body = response.body.as_bytes();
     assert!(matches!(response.status, 200 | 400 | 404 | 405 | 503), "status {}", response.status);
     assert_eq!(response.allow.is_some(), response.status == 405, "Allow header on {}", response.status);
-    match response.content_type {
+    assert_eq!(response.content_type.is_none(), body.is_empty(), "a content type exactly with a body");
+    match response.content_type.unwrap_or(http::TEXT) {
         http::JSON => Some(
             serde_json::from_slice(body)
                 .unwrap_or_else(|e| panic!("a JSON body does not parse ({e}): {:?}", String::from_utf8_lossy(body))),
@@ -909,15 +956,31 @@ fn check_any_response(response: &Response) -> Option<Value> {
     }
 }
 
-/// The host an answer names, or `None` for its "no host" form (DESIGN 7), after checking its shape.
-fn answered_host(response: &Response, json_body: Option<Value>, json: Option<bool>) -> Option<String> {
+/// The host an answer names, or `None` for its "no host" form (DESIGN 7), after checking its shape: in
+/// JSON `{"host", "dc", "geo"}` with the named host's locality, or all three null.
+fn answered_host(
+    hosts: &[CaseHost],
+    response: &Response,
+    json_body: Option<Value>,
+    json: Option<bool>,
+) -> Option<String> {
     if let Some(json) = json {
-        assert_eq!(json_body.is_some(), json, "content type {} when JSON is {json}", response.content_type);
+        assert_eq!(json_body.is_some(), json, "content type {:?} when JSON is {json}", response.content_type);
     }
     let host = match json_body {
-        Some(Value::Object(map)) if map.len() == 1 => match map.get("host") {
-            Some(Value::String(name)) => Some(name.clone()),
-            Some(Value::Null) => None,
+        Some(Value::Object(map)) if map.len() == 3 => match map.get("host") {
+            Some(Value::String(name)) => {
+                let host = hosts.iter().find(|h| h.name == *name).unwrap_or_else(|| panic!("unknown host {name}"));
+                let place = [("dc", host.dc), ("geo", host.geo)];
+                for (key, value) in place {
+                    assert_eq!(map.get(key), Some(&Value::from(value)), "{key} of {name}: {map:?}");
+                }
+                Some(name.clone())
+            }
+            Some(Value::Null) => {
+                assert!(map.get("dc") == Some(&Value::Null) && map.get("geo") == Some(&Value::Null), "{map:?}");
+                None
+            }
             _ => panic!("not a host answer: {map:?}"),
         },
         Some(other) => panic!("not a host answer: {other}"),
@@ -945,6 +1008,7 @@ fn check_host_document(document: &Value, host: &CaseHost, view: &View, with_name
         ("geo", Some(Value::from(host.geo))),
         ("master", Some(Value::from(view.role == Some(Role::Master)))),
         ("alive", Some(Value::from(view.role.is_some()))),
+        ("possible_dead", Some(Value::from(host.health == Health::PossiblyDead))),
         ("lag_ms", Some(Value::from(view.lag_ms))),
         ("sync_by_time", Some(Value::from(view.sync_by_time))),
         ("lag_bytes", Some(Value::from(view.lag_bytes))),
@@ -980,7 +1044,7 @@ fn check_selection(
 ) -> Option<RoundRobin> {
     let (before, after) = cursor;
     let body = check_any_response(response);
-    let named = answered_host(response, body, json);
+    let named = answered_host(&case.hosts, response, body, json);
     let n = case.hosts.len();
     let matching = |health: Health| -> Vec<usize> {
         (0..n).filter(|&i| case.hosts[i].health == health && wanted.admits(&views[i])).collect()
@@ -1179,7 +1243,7 @@ fn check_plain_route(
         }
         Expected::NotReady => {
             assert_eq!(status, 503, "before readiness");
-            error_text(&body);
+            assert_eq!(error_text(&body), "pg_monitor is not ready");
         }
         Expected::Okay => {
             assert_eq!((status, response.body.as_bytes()), (200, &b"OK"[..]));
@@ -1203,23 +1267,21 @@ fn check_plain_route(
             }
         }
         Expected::Master => {
-            let named = answered_host(response, body, json);
+            let named = answered_host(&case.hosts, response, body, json);
             assert_eq!(named.as_deref(), master.map(|m| case.hosts[m].name.as_str()), "/master");
         }
         Expected::Status(None) => {
             assert_eq!(status, 400, "/status without host");
             error_text(&body);
         }
-        Expected::Status(Some(name)) => {
-            let document = body.expect("/status answers JSON");
-            match case.hosts.iter().position(|h| h.name.as_bytes() == name.as_slice()) {
-                Some(i) => {
-                    assert_eq!(status, 200, "/status of a host");
-                    check_host_document(&document, &case.hosts[i], &views[i], false);
-                }
-                None => assert_eq!((status, document), (404, Value::from_iter([("host", Value::Null)]))),
+        Expected::Status(Some(name)) => match case.hosts.iter().position(|h| h.name.as_bytes() == name.as_slice()) {
+            Some(i) => {
+                assert_eq!(status, 200, "/status of a host");
+                let document = body.expect("/status answers JSON");
+                check_host_document(&document, &case.hosts[i], &views[i], false);
             }
-        }
+            None => assert_eq!((status, response.body.as_bytes()), (404, &b""[..]), "/status of an unknown host"),
+        },
         Expected::Invalid(text) => {
             assert_eq!(status, 400, "{text}");
             assert_eq!(body, Some(Value::from_iter([("error_text", *text)])), "error body");

@@ -15,7 +15,7 @@ use futures_lite::future;
 use pg_status_core::config::Config;
 use pg_status_core::metrics;
 use pg_status_core::monitor::{Action, Event, Monitor, PollError, PollErrorKind, PollId};
-use pg_status_core::observation::Observation;
+use pg_status_core::observation::{Observation, PollQuery};
 
 use crate::pg::{self, Session};
 use crate::poll::{self, Target};
@@ -193,7 +193,7 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
         let now = self.rt.now();
         while let Some(action) = self.monitor.poll_action(now) {
             match action {
-                Action::Poll { id, deadline, reconnect } => self.start(id, deadline, reconnect),
+                Action::Poll { id, deadline, reconnect, query } => self.start(id, deadline, reconnect, query),
             }
         }
         // Publish before logging: a client that reacts to a transition line must already get the new answer.
@@ -206,7 +206,7 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
     }
 
     /// Starts one iteration as its own task; its result comes back through the completion channel.
-    fn start(&mut self, id: PollId, deadline: Instant, reconnect: bool) {
+    fn start(&mut self, id: PollId, deadline: Instant, reconnect: bool, query: PollQuery) {
         let started = self.rt.now();
         let Some(slot) = self.hosts.get_mut(id.host) else {
             // The monitor only names configured hosts; answer anyway so it never waits for this iteration.
@@ -229,7 +229,7 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
                 let _ = stop.recv().await;
                 None
             };
-            let work = async { Some(poll::iterate(&rt, &target, session, deadline).await) };
+            let work = async { Some(poll::iterate(&rt, &target, session, query, deadline).await) };
             if let Some((result, session)) = future::or(stopped, work).await {
                 // Unbounded: never waits. It fails only once the driver is gone, and then nobody needs it.
                 let _ = done.try_send(Box::new(Completion { id, started, result, session }));

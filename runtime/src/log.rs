@@ -143,9 +143,10 @@ impl EventLog for Logger {
                 fields.push(("cause", e.kind.as_str()));
                 fields.push(("error", &error));
             }
-            Event::Ready | Event::SplitBrain { .. } | Event::SplitBrainEnded => {}
+            Event::Ready | Event::SplitBrain { .. } | Event::SplitBrainEnded | Event::Warning { .. } => {}
         }
-        self.write(stream, level, "", format_args!("{event}"), &fields);
+        let prefix = if matches!(event, Event::Warning { .. }) { "warning: " } else { "" };
+        self.write(stream, level, prefix, format_args!("{event}"), &fields);
     }
 
     fn poll_finished(&mut self, host: &str, id: PollId, elapsed: Duration, result: &Result<Observation, PollError>) {

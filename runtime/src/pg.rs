@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_channel::oneshot;
 use pg_status_core::config::SslMode;
 use pg_status_core::monitor::{PollError, PollErrorKind};
-use pg_status_core::observation::{Observation, POLL_QUERY};
+use pg_status_core::observation::{Observation, PollQuery, INSUFFICIENT_PRIVILEGE};
 use pg_status_core::wire::{AuthMethods, WireError};
 use tokio_postgres::config::SslMode as WireMode;
 use tokio_postgres::{Client, SimpleQueryMessage};
@@ -143,15 +143,25 @@ async fn open_as<R: Runtime>(
     Ok(Session { client, guard, _alive: alive })
 }
 
-/// Runs [`POLL_QUERY`] once (one round trip, simple-query protocol) and parses its single row.
+/// Runs the poll query in the form `query` (one round trip, simple-query protocol) and parses its single row.
 ///
-/// The query may read up to the wire checks' limit, whatever the connection read before.
-pub async fn query(session: &Session) -> Result<Observation, PollError> {
-    session.guard.refill();
-    let messages = session.client.simple_query(POLL_QUERY).await.map_err(|e| match session.guard.refused() {
-        Some(refused) => refused_error(&refused),
-        None => query_error(&e),
-    })?;
+/// When the server refuses that form for lack of privilege (SQLSTATE 42501: the role may not read
+/// `pg_stat_wal_receiver`), the form the core names for that case runs instead on the same session, within
+/// the caller's deadline; the observation says what could not be read. Each query may read up to the wire
+/// checks' limit, whatever the connection read before.
+pub async fn query(session: &Session, query: PollQuery) -> Result<Observation, PollError> {
+    let mut form = query;
+    let messages = loop {
+        session.guard.refill();
+        match session.client.simple_query(form.sql()).await {
+            Ok(messages) => break messages,
+            Err(e) => match (session.guard.refused(), form.on_refusal()) {
+                (Some(refused), _) => return Err(refused_error(&refused)),
+                (None, Some(next)) if e.code().is_some_and(|c| c.code() == INSUFFICIENT_PRIVILEGE) => form = next,
+                _ => return Err(query_error(&e)),
+            },
+        }
+    };
     let mut rows = messages.iter().filter_map(|m| match m {
         SimpleQueryMessage::Row(row) => Some(row),
         _ => None,

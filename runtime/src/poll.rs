@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future;
 use pg_status_core::monitor::{PollError, PollErrorKind};
-use pg_status_core::observation::Observation;
+use pg_status_core::observation::{Observation, PollQuery};
 use pg_status_core::wire::AuthMethods;
 
 use crate::pg::{self, Session};
@@ -30,13 +30,15 @@ pub(crate) struct Target {
 /// What an iteration produced: the result for the core, and the session when it may be reused.
 pub(crate) type Outcome = (Result<Observation, PollError>, Option<Session>);
 
-/// Runs one iteration on `session` (or a new one when it is `None`), finished or abandoned by `deadline`.
+/// Runs one iteration on `session` (or a new one when it is `None`) with the poll query's form `query`,
+/// finished or abandoned by `deadline`.
 ///
 /// On any error or timeout the session is dropped, which closes the connection.
 pub(crate) async fn iterate<R: Runtime>(
     rt: &R,
     target: &Target,
     session: Option<Session>,
+    query: PollQuery,
     deadline: Instant,
 ) -> Outcome {
     let work = async {
@@ -49,7 +51,7 @@ pub(crate) async fn iterate<R: Runtime>(
                 Err(error) => return (Err(error), None),
             },
         };
-        match pg::query(&session).await {
+        match pg::query(&session, query).await {
             Ok(observation) => (Ok(observation), Some(session)),
             Err(error) => (Err(error), None),
         }

@@ -108,7 +108,8 @@ fn session(mut stream: TcpStream, behaviour: Behaviour, seen: &Seen) -> std::io:
                         return Ok(());
                     }
                     Behaviour::Master => {
-                        vec![Some("f"), Some("0/3000060"), None, None, None, Some("000000010000000000000003"), None]
+                        let wal_file = Some("000000010000000000000003");
+                        vec![Some("f"), Some("0/3000060"), None, None, None, wal_file, None, None, None]
                     }
                     Behaviour::Garbage => vec![Some("maybe")],
                 };

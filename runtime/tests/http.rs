@@ -26,8 +26,9 @@ fn snapshot_replayed(replayed: &str) -> Snapshot {
     let config = Config::from_vars([("pg_status__hosts", "db1,db2")]).expect("valid configuration");
     let now = Instant::now();
     let mut monitor = Monitor::new(&config, now);
-    let master = [Some("f"), Some("0/3000060"), None, None, None, Some("000000010000000000000003"), None];
-    let replica = [Some("t"), None, Some(replayed), Some(replayed), Some("0"), None, Some("1")];
+    let master = [Some("f"), Some("0/3000060"), None, None, None, Some("000000010000000000000003"), None, None, None];
+    let replica =
+        [Some("t"), None, Some(replayed), Some(replayed), Some("0"), None, Some("77"), Some("1"), Some(replayed)];
     while let Some(Action::Poll { id, .. }) = monitor.poll_action(now) {
         let row = if id.host == 0 { &master } else { &replica };
         monitor.handle_poll_result(id, Ok(Observation::from_row(row).expect("valid row")), now);
@@ -163,7 +164,7 @@ fn keep_alive_serves_many_requests_on_one_connection() {
     }
     stream.write_all(b"GET /replica HTTP/1.1\r\nHost: test\r\nAccept: application/json\r\n\r\n").unwrap();
     let response = &read_responses(&mut stream, 1, false)[0];
-    assert_eq!(response.body, br#"{"host": "db2"}"#);
+    assert_eq!(response.body, br#"{"host": "db2", "dc": null, "geo": null}"#);
     assert_eq!(response.header("content-type"), Some("application/json"));
 }
 

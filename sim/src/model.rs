@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use pg_status_core::lsn::Lsn;
-use pg_status_core::observation::POLL_QUERY;
+use pg_status_core::observation::{INSUFFICIENT_PRIVILEGE, POLL_QUERY, POLL_QUERY_WITHOUT_RECEIVER};
 
 use crate::pgwire::{self, Database, QueryResult, Reply, SqlError};
 use crate::rng::Rng;
@@ -33,9 +33,21 @@ pub const POLL_COLUMNS: &[&str] = &[
     "pg_current_wal_lsn",
     "pg_last_wal_receive_lsn",
     "pg_last_wal_replay_lsn",
-    "floor",
+    "int8",
     "pg_walfile_name",
+    "pid",
     "received_tli",
+    "latest_end_lsn",
+];
+
+/// Column names of the poll query without the WAL receiver: the first six of [`POLL_COLUMNS`].
+pub const POLL_COLUMNS_WITHOUT_RECEIVER: &[&str] = &[
+    "pg_is_in_recovery",
+    "pg_current_wal_lsn",
+    "pg_last_wal_receive_lsn",
+    "pg_last_wal_replay_lsn",
+    "int8",
+    "pg_walfile_name",
 ];
 
 /// A node's role in the truth.
@@ -73,6 +85,9 @@ pub struct Node {
     pub receive_lsn: u64,
     /// Replica: WAL replayed so far.
     pub replay_lsn: u64,
+    /// Replica: the end of WAL its sender last reported (`latest_end_lsn`), which runs ahead of what was
+    /// received while the receiver falls behind.
+    pub latest_end_lsn: u64,
     /// Replica: simulated time (ms) at which the master wrote the last replayed WAL.
     pub replay_commit_ms: Option<u64>,
     /// Replica: replay is paused (`pg_wal_replay_pause()`).
@@ -91,6 +106,9 @@ pub struct Node {
     pub password: String,
     /// Something that is not PostgreSQL answers at its address (a wrong port, a hostile host).
     pub impostor: bool,
+    /// SELECT on `pg_stat_wal_receiver` is revoked from the sidecar's role: the full poll query is refused
+    /// with SQLSTATE 42501, as PostgreSQL refuses it when it plans the query.
+    pub receiver_view_revoked: bool,
     /// Bumped when its sessions are terminated (restart, demotion, an administrator).
     pub session_epoch: u64,
     /// A session was opened since the last bump of `session_epoch`: until then, a client that held a
@@ -146,6 +164,7 @@ impl Cluster {
                 insert_lsn: WAL_START,
                 receive_lsn: WAL_START,
                 replay_lsn: WAL_START,
+                latest_end_lsn: WAL_START,
                 replay_commit_ms: Some(0),
                 replay_paused: false,
                 stalled: false,
@@ -155,6 +174,7 @@ impl Cluster {
                 slow_reply_ms: 0,
                 password: PASSWORD.to_owned(),
                 impostor: false,
+                receiver_view_revoked: false,
                 session_epoch: 0,
                 fresh_session: false,
                 connections: 0,
@@ -209,8 +229,14 @@ impl Cluster {
                 n.receive_lsn = n.receive_lsn.min(fork);
                 n.replay_lsn = n.replay_lsn.min(fork);
             }
+            if n.timeline == up_tl && n.latest_end_lsn > up_lsn {
+                // A report from an older history: the new upstream's is the one that counts.
+                n.latest_end_lsn = up_lsn;
+            }
             if !n.stalled && n.timeline == up_tl {
                 n.receive_lsn = up_lsn.min(n.receive_lsn + n.receive_rate.saturating_mul(dt)).max(n.receive_lsn);
+                // The sender reports its end of WAL with every message, ahead of what the receiver has taken in.
+                n.latest_end_lsn = n.latest_end_lsn.max(up_lsn);
             }
             if !n.replay_paused {
                 n.replay_lsn = n.receive_lsn.min(n.replay_lsn + n.replay_rate.saturating_mul(dt)).max(n.replay_lsn);
@@ -247,10 +273,11 @@ impl Cluster {
         n.role = NodeRole::Replica;
         n.receive_lsn = n.insert_lsn;
         n.replay_lsn = n.insert_lsn;
+        n.latest_end_lsn = n.insert_lsn;
         n.end_sessions();
     }
 
-    /// The poll query's answer from node `i` at `now_ms`, or `None` for a node that is down.
+    /// The poll query's answer from node `i` at `now_ms` ([`POLL_COLUMNS`]).
     pub fn poll_row(&self, i: usize, now_ms: u64) -> Vec<Option<String>> {
         let n = &self.nodes[i];
         let lsn = |v: u64| Some(Lsn(v).to_string());
@@ -268,6 +295,8 @@ impl Cluster {
                     (n.insert_lsn & 0xFFFF_FFFF) / WAL_SEGMENT
                 )),
                 None,
+                None,
+                None,
             ],
             NodeRole::Replica => {
                 let streaming = !n.stalled && self.upstream().is_some();
@@ -278,7 +307,9 @@ impl Cluster {
                     lsn(n.replay_lsn),
                     n.replay_commit_ms.map(|c| now_ms.saturating_sub(c).to_string()),
                     None,
+                    streaming.then(|| (1000 + i).to_string()),
                     streaming.then(|| n.timeline.to_string()),
+                    streaming.then(|| lsn(n.latest_end_lsn)).flatten(),
                 ]
             }
         }
@@ -365,12 +396,24 @@ impl Database for NodeServer {
         let cluster = self.cluster.borrow();
         let node = &cluster.nodes[self.node];
         let delay = Duration::from_millis(node.slow_reply_ms);
-        if sql != POLL_QUERY {
+        let full = sql == POLL_QUERY;
+        if !full && sql != POLL_QUERY_WITHOUT_RECEIVER {
             let message = format!("syntax error at or near \"{}\"", sql.split_whitespace().next().unwrap_or(""));
             return Reply { delay, result: QueryResult::Error(SqlError { code: pgwire::SYNTAX_ERROR, message }) };
         }
+        if full && node.receiver_view_revoked {
+            let message = "permission denied for view pg_stat_wal_receiver".to_owned();
+            return Reply { delay, result: QueryResult::Error(SqlError { code: INSUFFICIENT_PRIVILEGE, message }) };
+        }
         let now = turmoil::sim_elapsed().map_or(cluster.now_ms, |d| u64::try_from(d.as_millis()).unwrap_or(0));
-        Reply { delay, result: QueryResult::Row { columns: POLL_COLUMNS, values: cluster.poll_row(self.node, now) } }
+        let mut values = cluster.poll_row(self.node, now);
+        let columns = if full {
+            POLL_COLUMNS
+        } else {
+            values.truncate(POLL_COLUMNS_WITHOUT_RECEIVER.len());
+            POLL_COLUMNS_WITHOUT_RECEIVER
+        };
+        Reply { delay, result: QueryResult::Row { columns, values } }
     }
 
     fn session_opened(&self) -> u64 {
@@ -426,6 +469,9 @@ impl Database for StaticNode {
     fn query(&self, sql: &str) -> Reply {
         let result = if sql == POLL_QUERY {
             QueryResult::Row { columns: POLL_COLUMNS, values: self.row.clone() }
+        } else if sql == POLL_QUERY_WITHOUT_RECEIVER {
+            let values = self.row.iter().take(POLL_COLUMNS_WITHOUT_RECEIVER.len()).cloned().collect();
+            QueryResult::Row { columns: POLL_COLUMNS_WITHOUT_RECEIVER, values }
         } else {
             QueryResult::Error(SqlError { code: pgwire::SYNTAX_ERROR, message: "only the poll query is served".into() })
         };

@@ -11,7 +11,8 @@ use std::sync::atomic::AtomicUsize;
 use pg_status_core::cluster::{Health, Snapshot};
 use pg_status_core::http::handle;
 use pg_status_core::lsn::Lsn;
-use pg_status_core::observation::{Observation, Role};
+use pg_status_core::monitor::Warning;
+use pg_status_core::observation::{Observation, Receiver, Role};
 use pg_status_core::select::Choice;
 
 use crate::model::NodeRole;
@@ -118,6 +119,10 @@ pub struct Oracle {
     pub failover_latencies: Vec<u64>,
     /// Hosts whose connection count already broke the bound.
     conn_reported: Vec<bool>,
+    /// Successful polls that could not read the WAL receiver's view (the server refused it).
+    receiver_refused_polls: u64,
+    /// Times the warning about the refused view was logged.
+    receiver_refused_warnings: u64,
 }
 
 /// The answers the oracle asks for at every snapshot, with the ones a trace shows.
@@ -145,6 +150,8 @@ impl Oracle {
             pending: None,
             failover_latencies: Vec::new(),
             conn_reported: vec![false; n],
+            receiver_refused_polls: 0,
+            receiver_refused_warnings: 0,
         }
     }
 
@@ -170,6 +177,12 @@ impl Oracle {
     /// `replica`) are remembered per host.
     pub fn logged(&mut self, line: &str) {
         let Some((host, what)) = line.split_once(": ") else { return };
+        if what == Warning::ReceiverRefused.as_str() {
+            self.receiver_refused_warnings += 1;
+            if self.receiver_refused_warnings > 1 {
+                self.violate(0, "a privilege warning is logged once", format!("again: {line}"));
+            }
+        }
         if !matches!(what, "dead" | "possible dead" | "master" | "replica") {
             return;
         }
@@ -184,6 +197,9 @@ impl Oracle {
         h.finished = true;
         match (&poll.result, poll.in_time) {
             (Ok(observation), true) => {
+                if observation.receiver == Receiver::NotRead {
+                    self.receiver_refused_polls += 1;
+                }
                 h.fails = 0;
                 h.ever_ok = true;
                 h.last_ok = Some(observation.clone());
@@ -261,7 +277,7 @@ impl Oracle {
     fn design_lag(&self, i: usize, master_lsn: Option<Lsn>) -> Option<(u64, u64, Option<Lsn>)> {
         let o = self.hosts[i].last_ok.as_ref().filter(|o| o.role == Role::Replica && self.usable(i))?;
         let replay = o.replay_lsn.unwrap_or_default();
-        let reference = master_lsn.max(o.receive_lsn).unwrap_or(replay);
+        let reference = master_lsn.max(o.receive_lsn).max(o.latest_end_lsn).unwrap_or(replay);
         let bytes = reference.bytes_after(replay);
         let caught_up = master_lsn.is_some_and(|m| o.replay_lsn.is_some_and(|r| r >= m));
         let ms = if caught_up { 0 } else { o.replay_delay_ms.unwrap_or(0) };
@@ -348,6 +364,11 @@ impl Oracle {
     /// answers a trace shows.
     pub fn check_snapshot(&mut self, at_ms: u64, snapshot: &Snapshot) -> Answers {
         let s = self.settings;
+        // DESIGN 12: a refused view degrades the measurement, never the host, and the operator is told.
+        if self.receiver_refused_polls > 0 && self.receiver_refused_warnings == 0 {
+            let detail = format!("{} polls ran without pg_stat_wal_receiver", self.receiver_refused_polls);
+            self.violate(at_ms, "a refused pg_stat_wal_receiver is announced with a warning", detail);
+        }
         // Decision 1: dead exactly at the max_fails-th consecutive failure, alive at the first success.
         for i in 0..self.hosts.len() {
             let h = &self.hosts[i];
@@ -699,6 +720,8 @@ mod tests {
             replay_lsn: None,
             replay_delay_ms: None,
             timeline: Some(1),
+            latest_end_lsn: None,
+            receiver: Receiver::Readable,
         }
     }
 
@@ -710,6 +733,8 @@ mod tests {
             replay_lsn: Some(Lsn(lsn)),
             replay_delay_ms: Some(0),
             timeline: Some(1),
+            latest_end_lsn: None,
+            receiver: Receiver::Readable,
         }
     }
 

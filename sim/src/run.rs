@@ -192,7 +192,8 @@ impl World<'_> {
             | Action::PauseReplay(i, _)
             | Action::Stall(i, _)
             | Action::WrongPassword(i, _)
-            | Action::Impostor(i, _) => Some(*i),
+            | Action::Impostor(i, _)
+            | Action::RevokeReceiverView(i, _) => Some(*i),
             Action::Load(_) | Action::Writing(_) => None,
         };
         if let Some(i) = node {
@@ -257,6 +258,7 @@ impl World<'_> {
                 // Whoever took the address over also took the connections: the next poll connects anew.
                 n.end_sessions();
             }
+            Action::RevokeReceiverView(i, on) => c.nodes[i].receiver_view_revoked = on,
             Action::Load(f) => c.load = f,
             Action::Writing(on) => c.writing = on,
             _ => return false,
@@ -294,6 +296,9 @@ impl World<'_> {
             }
             if n.impostor {
                 a.push(Action::Impostor(i, false));
+            }
+            if n.receiver_view_revoked {
+                a.push(Action::RevokeReceiverView(i, false));
             }
         }
         // Exactly one master: the one on the highest timeline stays; without one, the most advanced replica

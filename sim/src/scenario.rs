@@ -50,6 +50,9 @@ pub enum Action {
     Load(u64),
     /// The master stops writing (`false`: idle) or writes again.
     Writing(bool),
+    /// SELECT on `pg_stat_wal_receiver` is revoked from the sidecar's role on the node (`true`) or granted
+    /// again: the full poll query is refused with SQLSTATE 42501.
+    RevokeReceiverView(usize, bool),
 }
 
 impl Action {
@@ -78,6 +81,8 @@ impl Action {
             Action::Load(f) => format!("write load x{f}"),
             Action::Writing(true) => "master writes".to_owned(),
             Action::Writing(false) => "master goes idle".to_owned(),
+            Action::RevokeReceiverView(i, true) => format!("{}: SELECT on pg_stat_wal_receiver revoked", n(i)),
+            Action::RevokeReceiverView(i, false) => format!("{}: SELECT on pg_stat_wal_receiver granted", n(i)),
         }
     }
 }
@@ -171,6 +176,7 @@ pub const NAMED: &[&str] = &[
     "latency",
     "read_your_writes",
     "impostor",
+    "receiver_view_revoked",
 ];
 
 /// Why a scenario cannot be built.
@@ -307,6 +313,18 @@ pub fn build(name: &str, seed: u64) -> Result<Script, ScenarioError> {
             a.push((failover + rng.range(0, period), Action::Promote(replica)));
             a.push((failover + hold, Action::Restart(master)));
         }
+        "receiver_view_revoked" => {
+            // A hardening step on the master replicates to every replica; a failover happens meanwhile.
+            for i in 0..nodes {
+                a.push((t0, Action::RevokeReceiverView(i, true)));
+            }
+            a.push((t0 + hold, Action::Crash(master)));
+            a.push((t0 + hold + rng.range(0, period), Action::Promote(replica)));
+            a.push((t0 + 2 * hold, Action::Restart(master)));
+            for i in 0..nodes {
+                a.push((t0 + 3 * hold, Action::RevokeReceiverView(i, false)));
+            }
+        }
         _ => return Err(ScenarioError::Unknown(name.to_owned())),
     }
     a.sort_by_key(|(t, _)| *t);
@@ -328,7 +346,7 @@ fn swarm(rng: &mut Rng) -> Script {
     let settings = Settings::draw(rng, nodes);
     let period = settings.sleep_ms + settings.query_timeout_ms;
     // Weights of the fault kinds; a zero leaves that kind out of this run entirely.
-    let mut weights = [0u64; 12];
+    let mut weights = [0u64; 13];
     for w in &mut weights {
         *w = if rng.chance(0.3) { 0 } else { rng.range(1, 10) };
     }
@@ -378,6 +396,7 @@ fn swarm(rng: &mut Rng) -> Script {
             Some(8) => pair(Action::Stall(node, true), Action::Stall(node, false)),
             Some(9) => pair(Action::WrongPassword(node, true), Action::WrongPassword(node, false)),
             Some(10) => pair(Action::Load(rng.range(2, 40)), Action::Load(1)),
+            Some(11) => pair(Action::RevokeReceiverView(node, true), Action::RevokeReceiverView(node, false)),
             _ => pair(Action::Writing(false), Action::Writing(true)),
         }
         t += rng.range(1, 2 * mean_gap);

@@ -63,6 +63,7 @@ scenario_tests!(
     latency,
     read_your_writes,
     impostor,
+    receiver_view_revoked,
 );
 
 #[test]
@@ -229,5 +230,20 @@ fn after_a_split_brain_heals_the_policy_decides_who_stays_master() {
                 trace()
             );
         }
+    }
+}
+
+#[test]
+fn a_revoked_receiver_view_is_warned_about_once_and_costs_no_host() {
+    use pg_status_core::monitor::Warning;
+    // In `receiver_view_revoked` SELECT on pg_stat_wal_receiver is revoked on every node, a failover
+    // happens, and the grant comes back; the oracle holds every host to its usual invariants meanwhile.
+    for seed in 0..seeds() {
+        let report = run(seed, "receiver_view_revoked", false).expect("the scenario exists");
+        assert!(report.passed(), "seed {seed}: {:?}\n  replay: {}", report.violations, report.replay_command());
+        let warned = report.trace.iter().filter(|l| l.ends_with(Warning::ReceiverRefused.as_str())).count();
+        assert_eq!(warned, 1, "seed {seed}: the warning once\n{}", report.trace.join("\n"));
+        let failed = report.trace.iter().filter(|l| l.contains("permission denied")).count();
+        assert_eq!(failed, 1, "seed {seed}: only the warning mentions the refusal\n{}", report.trace.join("\n"));
     }
 }

@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use pg_status_core::observation::{Observation, Role, POLL_QUERY};
+use pg_status_core::observation::{Observation, Receiver, Role, POLL_QUERY, POLL_QUERY_WITHOUT_RECEIVER};
 use pg_status_sim::model::{Cluster, NodeServer, StaticNode, PG_PORT};
 use pg_status_sim::rng::Rng;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
@@ -55,6 +55,41 @@ fn tokio_postgres_logs_in_polls_and_is_refused_a_wrong_password() {
     let c = cluster.borrow();
     assert_eq!((c.nodes[0].connections, c.nodes[0].sessions), (2, 1));
     assert_eq!((c.nodes[1].connections, c.nodes[1].sessions), (1, 1));
+}
+
+#[test]
+fn a_revoked_receiver_view_refuses_the_full_query_but_not_the_one_without_it() {
+    let cluster = Rc::new(RefCell::new(Cluster::new(2, &mut Rng::new(1))));
+    cluster.borrow_mut().nodes[1].receiver_view_revoked = true;
+    let mut sim = turmoil::Builder::new().rng_seed(1).build();
+    for i in 0..2 {
+        let cluster = cluster.clone();
+        sim.host(format!("db{}", i + 1), move || NodeServer::new(cluster.clone(), i).run());
+    }
+    sim.client("client", async {
+        let stream = turmoil::net::TcpStream::connect(("db2", PG_PORT)).await?;
+        let (client, connection) = login("postgres").connect_raw(stream, NoTls).await?;
+        tokio::task::spawn_local(connection);
+        let error = client.simple_query(POLL_QUERY).await.expect_err("the view is revoked");
+        assert_eq!(error.code().map(|c| c.code()), Some("42501"));
+        let messages = client.simple_query(POLL_QUERY_WITHOUT_RECEIVER).await?;
+        let row = messages
+            .iter()
+            .find_map(|m| match m {
+                SimpleQueryMessage::Row(row) => Some(row),
+                _ => None,
+            })
+            .expect("a row");
+        let values: Vec<Option<&str>> = (0..row.len()).map(|i| row.get(i)).collect();
+        let observation = Observation::from_row(&values).expect("a valid observation");
+        assert_eq!(
+            (observation.role, observation.receiver, observation.timeline),
+            (Role::Replica, Receiver::NotRead, None)
+        );
+        assert!(observation.replay_lsn.is_some());
+        Ok(())
+    });
+    sim.run().expect("the simulation succeeds");
 }
 
 #[test]

@@ -32,9 +32,9 @@ const LAG_MS_ROUTES: [&str; 5] =
 const LAG_BYTES_ROUTES: [&str; 5] =
     ["/replica", "/sync_by_bytes", "/sync_by_time_or_bytes", "/sync_by_time_and_bytes", "/most_sync_by_bytes"];
 
-/// The field order of a `/hosts` entry in the spec.
-const HOSTS_FIELDS: [&str; 8] =
-    ["host", "master", "alive", "lag_ms", "sync_by_time", "lag_bytes", "sync_by_bytes", "lsn"];
+/// The field order of a `/hosts` entry: the spec's, with `possible_dead` after `alive` (DESIGN 7).
+const HOSTS_FIELDS: [&str; 9] =
+    ["host", "master", "alive", "possible_dead", "lag_ms", "sync_by_time", "lag_bytes", "sync_by_bytes", "lsn"];
 
 /// The keys of each object restricted to the spec's fields, in the order they appear: extra fields (the
 /// spec does not forbid them) are ignored, the order of the spec's fields is checked.
@@ -63,14 +63,18 @@ fn get(p: &PgStatus, path: &str, accept: Option<&str>) -> http::HttpResponse {
     p.get_accept(path, accept).unwrap_or_else(|e| panic!("GET {path} (Accept {accept:?}): {e}"))
 }
 
-/// Checks a plain-text answer: status, `text/plain` content type, exact body.
+/// Checks a plain-text answer: status, `text/plain` content type (none for an empty body), exact body.
 fn plain(c: &mut Checks, p: &PgStatus, path: &str, status: u16, body: &str) {
     let r = get(p, path, None);
     c.eq(&format!("GET {path} plain: status"), r.status, status);
     c.eq(&format!("GET {path} plain: body"), r.text(), body.to_owned());
-    if status == 200 {
-        c.eq(&format!("GET {path} plain: content type"), r.content_type(), "text/plain".into());
-    }
+    let want = if body.is_empty() { None } else { Some("text/plain; charset=utf-8") };
+    c.eq(&format!("GET {path} plain: content type"), r.header("content-type"), want);
+}
+
+/// A host answer in JSON: the host with its data centre and region (none configured here).
+fn host_json(host: Option<&str>) -> Value {
+    json!({ "host": host, "dc": null, "geo": null })
 }
 
 /// Checks a JSON answer: status, `application/json` content type, body equal as JSON.
@@ -122,7 +126,7 @@ fn routes_formats_parameters_and_errors() {
 
     // /master in both formats.
     plain(&mut c, &p, "/master", 200, &mh);
-    json_is(&mut c, &p, "/master", JSON, 200, json!({ "host": mh }));
+    json_is(&mut c, &p, "/master", JSON, 200, host_json(Some(&mh)));
     plain(&mut c, &p, "/master?unknown=1&lag_ms=abc", 200, &mh);
 
     // Round robin over the two replicas, with one cursor shared by every round-robin route.
@@ -146,7 +150,7 @@ fn routes_formats_parameters_and_errors() {
         let r = get(&p, path, JSON);
         c.eq(&format!("GET {path} json: status"), r.status, 200);
         let v = r.json().unwrap_or(Value::Null);
-        c.check(v == json!({"host": r1h}) || v == json!({"host": r2h}), || format!("GET {path} json: got {v}"));
+        c.check(v == host_json(Some(&r1h)) || v == host_json(Some(&r2h)), || format!("GET {path} json: got {v}"));
     }
     // /most_sync_by_bytes is deterministic: equal lag, so host order decides.
     c.eq("/most_sync_by_bytes x4", tally(&p, "/most_sync_by_bytes", 4), BTreeMap::from([(r1h.clone(), 4)]));
@@ -181,7 +185,7 @@ fn routes_formats_parameters_and_errors() {
             let path = format!("{route}?min_lsn={lsn}");
             plain(&mut c, &p, &path, 200, &mh);
         }
-        json_is(&mut c, &p, &format!("{route}?min_lsn=FFFFFFFF/FFFFFFFF"), JSON, 200, json!({ "host": mh }));
+        json_is(&mut c, &p, &format!("{route}?min_lsn=FFFFFFFF/FFFFFFFF"), JSON, 200, host_json(Some(&mh)));
     }
 
     // Invalid parameters: 400 with a JSON error whatever the Accept header.
@@ -232,6 +236,7 @@ fn routes_formats_parameters_and_errors() {
                 let h = entry["host"].as_str().unwrap_or("?");
                 c.eq(&format!("/hosts {h}.master"), &entry["master"], &json!(master));
                 c.eq(&format!("/hosts {h}.alive"), &entry["alive"], &json!(true));
+                c.eq(&format!("/hosts {h}.possible_dead"), &entry["possible_dead"], &json!(false));
                 c.eq(&format!("/hosts {h}.lag_ms"), &entry["lag_ms"], &json!(0));
                 c.eq(&format!("/hosts {h}.lag_bytes"), &entry["lag_bytes"], &json!(0));
                 c.eq(&format!("/hosts {h}.sync_by_time"), &entry["sync_by_time"], &json!(true));
@@ -266,8 +271,11 @@ fn routes_formats_parameters_and_errors() {
     c.eq("/status?host=master: master", &st["master"], &json!(true));
     bad_request(&mut c, &p, "/status", "Get parameter 'host' wasn't passed");
     bad_request(&mut c, &p, "/status?hots=x", "Get parameter 'host' wasn't passed");
-    c.eq("/status?host=unknown: status", get(&p, "/status?host=no-such-host", None).status, 404);
-    c.eq("/status?host=unknown json: status", get(&p, "/status?host=no-such-host", JSON).status, 404);
+    for accept in [None, JSON] {
+        let r = get(&p, "/status?host=no-such-host", accept);
+        c.eq(&format!("/status?host=unknown (Accept {accept:?})"), (r.status, r.text()), (404, String::new()));
+        c.eq("/status?host=unknown: no content type", r.header("content-type"), None);
+    }
 
     // /version, /live, /ready.
     let version = env!("CARGO_PKG_VERSION");
@@ -281,6 +289,7 @@ fn routes_formats_parameters_and_errors() {
         let r = get(&p, path, accept);
         c.eq(&format!("GET {path} (Accept {accept:?}): status"), r.status, 404);
         c.eq(&format!("GET {path} (Accept {accept:?}): body"), r.text(), String::new());
+        c.eq(&format!("GET {path} (Accept {accept:?}): no content type"), r.header("content-type"), None);
     }
     // Known paths with other methods: 405 with Allow: GET, HEAD.
     for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
@@ -321,7 +330,7 @@ fn routes_formats_parameters_and_errors() {
     ] {
         let r = get(&p, "/master", Some(accept));
         c.eq(&format!("/master Accept {accept:?}: status"), r.status, 200);
-        let body = if want_json { json!({ "host": mh }).to_string() } else { mh.clone() };
+        let body = if want_json { host_json(Some(&mh)).to_string() } else { mh.clone() };
         let got = if want_json { r.json().map(|v| v.to_string()).unwrap_or_else(|_| r.text()) } else { r.text() };
         c.eq(&format!("/master Accept {accept:?}: body"), got, body);
     }
@@ -332,15 +341,17 @@ fn routes_formats_parameters_and_errors() {
     let dead_port = pg_status_tests::net::free_port(dead_ip).expect("port");
     let hosts = [(r1h.clone(), r1.port()), (r2h.clone(), r2.port()), (dead_ip.to_string(), dead_port)];
     let q = start_ready(common::builder().hosts(&hosts));
-    q.wait_for_host(&dead_ip.to_string(), STARTUP, |e| e["alive"] == false).expect("dead host");
+    // Possibly dead at its first failures, dead at the max_fails-th.
+    q.wait_for_host(&dead_ip.to_string(), STARTUP, |e| e["alive"] == false && e["possible_dead"] == false)
+        .expect("dead host");
     for h in [&r1h, &r2h] {
         q.wait_for_host(h, STARTUP, |e| e["alive"] == true && e["lsn"].is_string()).expect("replica polled");
     }
     plain(&mut c, &q, "/master", 404, "");
-    json_is(&mut c, &q, "/master", JSON, 404, json!({ "host": null }));
+    json_is(&mut c, &q, "/master", JSON, 404, host_json(None));
     for route in REPLICA_ROUTES {
         plain(&mut c, &q, &format!("{route}?min_lsn=FFFFFFFF/FFFFFFFF"), 404, "");
-        json_is(&mut c, &q, &format!("{route}?min_lsn=FFFFFFFF/FFFFFFFF"), JSON, 404, json!({ "host": null }));
+        json_is(&mut c, &q, &format!("{route}?min_lsn=FFFFFFFF/FFFFFFFF"), JSON, 404, host_json(None));
     }
     // The dead host is never returned.
     let seen = tally(&q, "/replica", 6);
@@ -352,16 +363,16 @@ fn routes_formats_parameters_and_errors() {
     c.eq(
         "/hosts dead entry",
         spec_fields(&dead),
-        json!({"host": dead_ip.to_string(), "master": false, "alive": false, "lag_ms": null,
-               "sync_by_time": false, "lag_bytes": null, "sync_by_bytes": false, "lsn": null}),
+        json!({"host": dead_ip.to_string(), "master": false, "alive": false, "possible_dead": false,
+               "lag_ms": null, "sync_by_time": false, "lag_bytes": null, "sync_by_bytes": false, "lsn": null}),
     );
     let st = get(&q, &format!("/status?host={dead_ip}"), None);
     c.eq("/status dead host: status", st.status, 200);
     c.eq(
         "/status dead host: body",
         spec_fields(&st.json().unwrap_or(Value::Null)),
-        json!({"master": false, "alive": false, "lag_ms": null, "sync_by_time": false, "lag_bytes": null,
-               "sync_by_bytes": false, "lsn": null}),
+        json!({"master": false, "alive": false, "possible_dead": false, "lag_ms": null, "sync_by_time": false,
+               "lag_bytes": null, "sync_by_bytes": false, "lsn": null}),
     );
     drop(q);
 
@@ -379,8 +390,9 @@ fn routes_formats_parameters_and_errors() {
 
     drop(s);
 
-    // Ports from pg_status__pg_port: one per host, and a shorter list repeats its last port. Proxies on
-    // separate addresses share a port to show it.
+    // Ports from pg_status__pg_port: one for every host, or exactly one per host; a list of another length
+    // stops pg-status (exit 2) with one line naming the variable and both counts. Proxies on separate
+    // addresses share a port to show the single port.
     let pa = pg_status_tests::Proxy::start(m.addr()).expect("proxy");
     let ipb = pg_status_tests::net::next_loopback();
     let pb = pg_status_tests::Proxy::start_on((ipb, 0).into(), r1.addr()).expect("proxy");
@@ -389,14 +401,26 @@ fn routes_formats_parameters_and_errors() {
     let t = start_ready(
         common::builder()
             .env("pg_status__hosts", format!("{},{},{}", pa.host(), pb.host(), pc.host()))
-            .env("pg_status__pg_port", format!("{},{}", pa.port(), pb.port())),
+            .env("pg_status__pg_port", format!("{},{},{}", pa.port(), pb.port(), pc.port())),
     );
     for h in [pb.host(), pc.host()] {
         let e = t.wait_for_host(&h, STARTUP, |e| e["alive"] == true && e["lsn"].is_string());
-        c.check(e.is_ok(), || format!("a shorter pg_port list repeats its last port for {h}: {e:?}"));
+        c.check(e.is_ok(), || format!("one pg_port per host ({h}): {e:?}"));
     }
     common::settle(&t, "/master", &pa.host());
     drop(t);
+    let mut short = common::builder()
+        .env("pg_status__hosts", format!("{},{},{}", pa.host(), pb.host(), pc.host()))
+        .env("pg_status__pg_port", format!("{},{}", pa.port(), pb.port()))
+        .spawn()
+        .expect("spawn");
+    let status = short.wait_exit(Duration::from_secs(10)).map(|s| s.code());
+    c.eq("a pg_port list shorter than the hosts: exit status", status.ok().flatten(), Some(2));
+    let lines = short.stderr().texts();
+    c.check(
+        lines.len() == 1 && lines[0].contains("pg_status__pg_port") && lines[0].contains("2 ports for 3 hosts"),
+        || format!("one line naming the variable and both counts: {lines:?}"),
+    );
     let u = start_ready(
         common::builder()
             .env("pg_status__hosts", format!("{},{}", pb.host(), pc.host()))

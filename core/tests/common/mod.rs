@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use pg_status_core::cluster::{Health, HostInput, HostName, Settings, Snapshot};
 use pg_status_core::config::{Config, SplitBrainPolicy};
 use pg_status_core::lsn::Lsn;
-use pg_status_core::observation::{Observation, Role};
+use pg_status_core::observation::{Observation, Receiver, Role};
 
 /// A configuration for `n` hosts named h0, h1, ... with the given timings in milliseconds.
 pub fn config(n: usize, sleep: u64, timeout: u64, max_age: u64, max_fails: u32) -> Config {
@@ -36,6 +36,8 @@ pub fn master(lsn: u64) -> Observation {
         replay_lsn: None,
         replay_delay_ms: None,
         timeline: Some(1),
+        latest_end_lsn: None,
+        receiver: Receiver::Readable,
     }
 }
 
@@ -47,6 +49,8 @@ pub fn replica(replay: u64, delay_ms: u64) -> Observation {
         replay_lsn: Some(Lsn(replay)),
         replay_delay_ms: Some(delay_ms),
         timeline: Some(1),
+        latest_end_lsn: None,
+        receiver: Receiver::Readable,
     }
 }
 

@@ -102,7 +102,7 @@ fn log_fallback(logger: &Logger, snapshot: &Snapshot, target: &str, choice: Choi
 fn convert(response: Response) -> hyper::Response<Full<Bytes>> {
     let mut out = hyper::Response::new(Full::new(body_bytes(response.body)));
     *out.status_mut() = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if let Some(value) = static_value(response.content_type) {
+    if let Some(value) = response.content_type.and_then(static_value) {
         out.headers_mut().insert(CONTENT_TYPE, value);
     }
     if let Some(value) = response.allow.and_then(static_value) {
