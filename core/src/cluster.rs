@@ -316,8 +316,9 @@ fn replica_lag(obs: &Observation, observed_at: Option<Instant>, reference: &Refe
     (lag_ms, lag_bytes)
 }
 
-/// Appends `s` as a JSON string literal.
-pub(crate) fn push_json_str(out: &mut String, s: &str) {
+/// Appends `s` as a JSON string literal, escaping quotes, backslashes, control characters and the line
+/// separators U+2028 and U+2029 (valid JSON, but line breaks to log pipelines and JavaScript).
+pub fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {
@@ -326,7 +327,7 @@ pub(crate) fn push_json_str(out: &mut String, s: &str) {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
+            c if crate::config::breaks_lines(c) => {
                 // Writing to a String cannot fail.
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }

@@ -41,14 +41,7 @@ pub const POLL_COLUMNS: &[&str] = &[
 ];
 
 /// Column names of the poll query without the WAL receiver: the first six of [`POLL_COLUMNS`].
-pub const POLL_COLUMNS_WITHOUT_RECEIVER: &[&str] = &[
-    "pg_is_in_recovery",
-    "pg_current_wal_lsn",
-    "pg_last_wal_receive_lsn",
-    "pg_last_wal_replay_lsn",
-    "int8",
-    "pg_walfile_name",
-];
+pub const POLL_COLUMNS_WITHOUT_RECEIVER: &[&str] = POLL_COLUMNS.split_at(6).0;
 
 /// A node's role in the truth.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

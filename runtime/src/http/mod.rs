@@ -74,6 +74,8 @@ struct Shared {
     limits: Limits,
     /// Connections currently open.
     open: Cell<usize>,
+    /// The most connections open at once since the memory-release task last looked.
+    peak_open: Cell<usize>,
     /// What each open connection is doing, so the accept loop can close the one idle the longest at the cap.
     connections: RefCell<Registry>,
     /// Notified whenever a connection closes.
@@ -148,6 +150,7 @@ struct OpenGuard {
 impl OpenGuard {
     fn new(shared: &Rc<Shared>) -> OpenGuard {
         shared.open.set(shared.open.get() + 1);
+        shared.peak_open.set(shared.peak_open.get().max(shared.open.get()));
         let activity = Rc::new(conn::Activity::default());
         let slot = shared.connections.borrow_mut().insert(activity.clone());
         OpenGuard { shared: shared.clone(), activity, slot }
@@ -198,6 +201,7 @@ impl HttpServer {
             http,
             limits,
             open: Cell::new(0),
+            peak_open: Cell::new(0),
             connections: RefCell::new(Registry::default()),
             closed: Event::new(),
             closing: Cell::new(false),
@@ -215,7 +219,10 @@ impl HttpServer {
     /// Serves until `shutdown` completes, then stops accepting and waits (at most the drain timeout) for open
     /// connections to finish their requests. `executor` runs the connections and must be driven by the caller.
     pub async fn run(self, executor: &LocalExecutor<'static>, shutdown: impl Future<Output = ()>) {
-        let trim = trim::release_after_bursts(|| self.shared.open.get());
+        let trim = trim::release_after_bursts(|| {
+            let open = self.shared.open.get();
+            (self.shared.peak_open.replace(open), open)
+        });
         future::or(shutdown, future::or(self.accept_loop(executor), trim)).await;
         let HttpServer { listener, shared, .. } = self;
         // Closing the socket makes new clients fail at once instead of waiting in the backlog.

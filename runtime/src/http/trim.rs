@@ -24,13 +24,15 @@ pub(super) fn due(peak: usize, open: usize) -> bool {
 }
 
 /// Runs forever: once a second, releases free memory when at least [`AFTER_CLOSED`] connections closed since
-/// the last release. `open` reads the number of open connections.
-pub(super) async fn release_after_bursts(open: impl Fn() -> usize) {
-    let mut peak = open();
+/// the last release. `peak_and_open` returns the most connections open at once since its last call (as the
+/// accept loop counts them, so a burst that comes and goes between two looks is seen too) and the number open
+/// now, and starts the next peak from now.
+pub(super) async fn release_after_bursts(peak_and_open: impl Fn() -> (usize, usize)) {
+    let mut peak = 0;
     loop {
         Timer::after(EVERY).await;
-        let now = open();
-        peak = peak.max(now);
+        let (seen, now) = peak_and_open();
+        peak = peak.max(seen);
         if due(peak, now) {
             release();
             peak = now;

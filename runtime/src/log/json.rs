@@ -3,12 +3,12 @@
 //! fields such as `host`, `state` and `error`.
 //!
 //! The encoder is written out here rather than taken from a JSON crate: a line is a flat object of strings,
-//! and the one rule a crate would add, escaping, must also cover U+2028 and U+2029, which JSON allows raw but
-//! log pipelines (and JavaScript) treat as line breaks.
+//! and the string escaping is the core's own (the one `/hosts` uses), which also covers U+2028 and U+2029.
 
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use pg_status_core::cluster::push_json_str;
 use pg_status_core::config::LogLevel;
 
 /// One log line as a JSON object (without the newline).
@@ -19,37 +19,17 @@ pub fn line(at: SystemTime, level: LogLevel, component: &str, message: &str, fie
     out.push_str("\",\"levelStr\":\"");
     out.push_str(level.as_upper());
     out.push_str("\",\"component\":");
-    string(&mut out, component);
+    push_json_str(&mut out, component);
     out.push_str(",\"message\":");
-    string(&mut out, message);
+    push_json_str(&mut out, message);
     for (key, value) in fields {
         out.push(',');
-        string(&mut out, key);
+        push_json_str(&mut out, key);
         out.push(':');
-        string(&mut out, value);
+        push_json_str(&mut out, value);
     }
     out.push('}');
     out
-}
-
-/// Appends `text` as a JSON string, escaping quotes, backslashes, control characters and line separators.
-fn string(out: &mut String, text: &str) {
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if pg_status_core::config::breaks_lines(c) => {
-                // Writing to a String cannot fail.
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 /// Appends `at` as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC). Times before 1970 are written as the epoch.
