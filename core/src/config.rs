@@ -189,6 +189,11 @@ pub struct Config {
     pub query_timeout: Duration,
     /// `pg_status__conn_max_age_ms`: a connection older than this is reopened at the next iteration.
     pub conn_max_age: Duration,
+    /// `pg_status__fast_sleep_ms`: the pause between polls during a failover episode; zero turns episodes,
+    /// fast retries and the connection watch off.
+    pub fast_sleep: Duration,
+    /// `pg_status__fast_window_ms`: the longest a failover episode polls at the fast interval.
+    pub fast_window: Duration,
     /// `pg_status__sync_max_lag_ms`: the global time threshold of "synchronous".
     pub sync_max_lag_ms: u64,
     /// `pg_status__sync_max_lag_bytes`: the global byte threshold of "synchronous".
@@ -229,6 +234,8 @@ impl std::fmt::Debug for Config {
             .field("sleep", &self.sleep)
             .field("query_timeout", &self.query_timeout)
             .field("conn_max_age", &self.conn_max_age)
+            .field("fast_sleep", &self.fast_sleep)
+            .field("fast_window", &self.fast_window)
             .field("sync_max_lag_ms", &self.sync_max_lag_ms)
             .field("sync_max_lag_bytes", &self.sync_max_lag_bytes)
             .field("http_port", &self.http_port)
@@ -258,6 +265,8 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "pg_status__sleep_ms",
     "pg_status__query_timeout_ms",
     "pg_status__conn_max_age_ms",
+    "pg_status__fast_sleep_ms",
+    "pg_status__fast_window_ms",
     "pg_status__sync_max_lag_ms",
     "pg_status__sync_max_lag_bytes",
     "pg_status__http_port",
@@ -358,6 +367,13 @@ impl Config {
             sleep: parse_ms("pg_status__sleep_ms", get("pg_status__sleep_ms"), 5000)?,
             query_timeout: parse_ms("pg_status__query_timeout_ms", get("pg_status__query_timeout_ms"), 5000)?,
             conn_max_age: parse_ms("pg_status__conn_max_age_ms", get("pg_status__conn_max_age_ms"), 300_000)?,
+            fast_sleep: Duration::from_millis(parse_u64(
+                "pg_status__fast_sleep_ms",
+                get("pg_status__fast_sleep_ms"),
+                100,
+                0,
+            )?),
+            fast_window: parse_ms("pg_status__fast_window_ms", get("pg_status__fast_window_ms"), 60_000)?,
             sync_max_lag_ms: parse_u64("pg_status__sync_max_lag_ms", get("pg_status__sync_max_lag_ms"), 1000, 0)?,
             sync_max_lag_bytes: parse_u64(
                 "pg_status__sync_max_lag_bytes",
@@ -705,6 +721,8 @@ mod tests {
         assert_eq!(c.sleep, Duration::from_millis(5000));
         assert_eq!(c.query_timeout, Duration::from_millis(5000));
         assert_eq!(c.conn_max_age, Duration::from_millis(300_000));
+        assert_eq!(c.fast_sleep, Duration::from_millis(100));
+        assert_eq!(c.fast_window, Duration::from_millis(60_000));
         assert_eq!(c.sync_max_lag_ms, 1000);
         assert_eq!(c.sync_max_lag_bytes, 1_000_000);
         assert_eq!(c.http_port, 8000);
@@ -759,6 +777,8 @@ mod tests {
             (vec![("pg_status__hosts", "a"), ("pg_status__sleep_ms", "0")], "must be at least 1"),
             (vec![("pg_status__hosts", "a"), ("pg_status__max_fails", "0")], r#"pg_status__max_fails="0""#),
             (vec![("pg_status__hosts", "a"), ("pg_status__query_timeout_ms", "0")], "pg_status__query_timeout_ms"),
+            (vec![("pg_status__hosts", "a"), ("pg_status__fast_window_ms", "0")], "pg_status__fast_window_ms"),
+            (vec![("pg_status__hosts", "a"), ("pg_status__fast_sleep_ms", "-1")], "pg_status__fast_sleep_ms"),
             (vec![("pg_status__hosts", "a"), ("pg_status__conn_max_age_ms", "1e3")], "pg_status__conn_max_age_ms"),
             (vec![("pg_status__hosts", "a"), ("pg_status__http_port", "65536")], "pg_status__http_port"),
             (vec![("pg_status__hosts", "a"), ("pg_status__sync_max_lag_bytes", "99999999999999999999")], "too large"),

@@ -9,6 +9,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod episode;
 pub mod http;
 pub mod lsn;
 pub mod metrics;

@@ -131,8 +131,17 @@ pub fn render(monitor: &Monitor, snapshot: &Snapshot, http: &HttpCounters, now: 
     let claims = snapshot.claimed_masters().count();
     header(&mut out, "pg_status_masters", "gauge", "Alive hosts that currently claim to be master.");
     let _ = writeln!(out, "pg_status_masters {claims}");
-    header(&mut out, "pg_status_split_brain", "gauge", "1 while more than one alive host claims to be master.");
-    let _ = writeln!(out, "pg_status_split_brain {}", u8::from(claims > 1));
+    header(
+        &mut out,
+        "pg_status_split_brain",
+        "gauge",
+        "1 while more than one alive host claims to be master, each confirmed by a fresh poll.",
+    );
+    let _ = writeln!(out, "pg_status_split_brain {}", u8::from(!monitor.split_brain().is_empty()));
+    header(&mut out, "pg_status_failover_episode", "gauge", "1 while a failover episode polls at the fast interval.");
+    let _ = writeln!(out, "pg_status_failover_episode {}", u8::from(monitor.in_episode()));
+    header(&mut out, "pg_status_failover_episodes_total", "counter", "Failover episodes started.");
+    let _ = writeln!(out, "pg_status_failover_episodes_total {}", monitor.episodes_total());
 
     per_host(&mut out, "pg_status_host_up", "gauge", "1 when the host has a usable measurement (alive).", &|i| {
         flag(hosts[i].alive())

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::cluster::{Health, HostInput, HostName, HostTimes, Settings, Snapshot};
 use crate::config::{Config, LogLevel, SplitBrainPolicy};
+use crate::episode::{self, Episode, EpisodeCause, EpisodeOutcome, Watch};
 use crate::lsn::Lsn;
 use crate::metrics::PollStats;
 use crate::observation::{Observation, PollQuery, Receiver, Role};
@@ -210,6 +211,24 @@ pub enum Event {
         /// What is missing.
         warning: Warning,
     },
+    /// A failover episode started: every host is polled at the fast interval (DESIGN 2).
+    EpisodeStarted {
+        /// The host whose change started it.
+        host: Arc<str>,
+        /// What changed.
+        cause: EpisodeCause,
+        /// The fast interval (`pg_status__fast_sleep_ms`).
+        fast: Duration,
+    },
+    /// A failover episode ended: polling is back at `sleep_ms`.
+    EpisodeEnded {
+        /// A confirmed master, or the window running out.
+        outcome: EpisodeOutcome,
+        /// How long the episode lasted.
+        lasted: Duration,
+        /// The interval polling returns to (`pg_status__sleep_ms`).
+        sleep: Duration,
+    },
 }
 
 impl Event {
@@ -223,16 +242,24 @@ impl Event {
     pub fn level(&self) -> LogLevel {
         match self {
             Event::PollFailed { .. } => LogLevel::Error,
-            Event::SplitBrain { .. } | Event::SplitBrainEnded | Event::Warning { .. } => LogLevel::Warning,
-            Event::Transition { .. } | Event::Ready => LogLevel::Info,
+            Event::SplitBrain { .. }
+            | Event::SplitBrainEnded
+            | Event::Warning { .. }
+            | Event::EpisodeStarted { .. }
+            | Event::EpisodeEnded { outcome: EpisodeOutcome::WindowOver, .. } => LogLevel::Warning,
+            Event::Transition { .. } | Event::Ready | Event::EpisodeEnded { .. } => LogLevel::Info,
         }
     }
 
     /// The host the event is about, if it is about one.
     pub fn host(&self) -> Option<&str> {
         match self {
-            Event::Transition { host, .. } | Event::PollFailed { host, .. } | Event::Warning { host, .. } => Some(host),
-            Event::Ready | Event::SplitBrain { .. } | Event::SplitBrainEnded => None,
+            Event::Transition { host, .. }
+            | Event::PollFailed { host, .. }
+            | Event::Warning { host, .. }
+            | Event::EpisodeStarted { host, .. }
+            | Event::EpisodeEnded { outcome: EpisodeOutcome::Master(host), .. } => Some(host),
+            Event::Ready | Event::SplitBrain { .. } | Event::SplitBrainEnded | Event::EpisodeEnded { .. } => None,
         }
     }
 }
@@ -246,6 +273,8 @@ impl fmt::Display for Event {
             Event::SplitBrain { masters } => write!(f, "split brain: {}", masters.join(", ")),
             Event::SplitBrainEnded => f.write_str("split brain ended"),
             Event::Warning { host, warning } => write!(f, "{host}: {}", warning.as_str()),
+            Event::EpisodeStarted { host, cause, fast } => episode::started_line(f, host, *cause, *fast),
+            Event::EpisodeEnded { outcome, lasted, sleep } => episode::ended_line(f, outcome, *lasted, *sleep),
         }
     }
 }
@@ -265,8 +294,14 @@ struct HostState {
     next_poll: Option<Instant>,
     /// The iteration in flight and its deadline.
     in_flight: Option<(u64, Instant)>,
-    /// When the iteration in flight started.
+    /// When the iteration in flight (or the last one) started.
     started: Instant,
+    /// When the last iteration ended.
+    ended: Option<Instant>,
+    /// When the iteration of the last success started: how fresh its evidence is.
+    evidence_started: Option<Instant>,
+    /// When its current, uninterrupted claim to be master (alive and answering as master) was first seen.
+    claim_since: Option<Instant>,
     /// Poll durations and failure causes, for metrics.
     stats: PollStats,
     /// `(when, pg_current_wal_lsn)` of the recent polls that found it master, oldest first.
@@ -334,6 +369,16 @@ pub struct Monitor {
     last_refresh: Option<Instant>,
     /// The privilege warnings already announced.
     warned: Vec<Warning>,
+    /// The fast interval of failover episodes (never above `sleep`); zero when they are off.
+    fast: Duration,
+    /// `pg_status__fast_window_ms`.
+    fast_window: Duration,
+    /// The failover episode running, if one is.
+    episode: Option<Episode>,
+    /// Failover episodes started so far.
+    episodes_total: u64,
+    /// The master and the claims as of the last input, to see what an input changed.
+    watch: Watch,
 }
 
 impl Monitor {
@@ -361,6 +406,9 @@ impl Monitor {
                 next_poll: Some(now),
                 in_flight: None,
                 started: now,
+                ended: None,
+                evidence_started: None,
+                claim_since: None,
                 stats: PollStats::default(),
                 wal_history: Vec::new(),
                 iterations: 0,
@@ -394,6 +442,11 @@ impl Monitor {
             connections_opened: vec![0; n],
             last_refresh: None,
             warned: Vec::new(),
+            fast: config.fast_sleep.min(config.sleep),
+            fast_window: config.fast_window,
+            episode: None,
+            episodes_total: 0,
+            watch: Watch::default(),
         };
         monitor.current = monitor.derive();
         monitor
@@ -422,9 +475,11 @@ impl Monitor {
         Some(Action::Poll { id: PollId { host: index, iteration: host.iterations }, deadline, reconnect, query })
     }
 
-    /// When the monitor next needs `handle_timeout`: the earliest due poll or in-flight deadline.
+    /// When the monitor next needs `handle_timeout`: the earliest due poll, in-flight deadline, or the end
+    /// of the running failover episode's window.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.hosts.iter().filter_map(|h| h.next_poll.or(h.in_flight.map(|(_, deadline)| deadline))).min()
+        let window = self.episode.map(|e| e.window_end(self.fast_window));
+        self.hosts.iter().filter_map(|h| h.next_poll.or(h.in_flight.map(|(_, deadline)| deadline))).chain(window).min()
     }
 
     /// Advances time: an iteration still in flight at its deadline counts as a timeout, so a runtime that
@@ -437,6 +492,126 @@ impl Monitor {
                 }
             }
         }
+        self.review(now, self.ready, None);
+    }
+
+    /// The server closed `host`'s idle connection (the runtime saw it between two iterations and dropped
+    /// it): the host is polled at once, on a new connection, so a server that went away is possibly dead
+    /// within one connection attempt; when it was the elected master, a failover episode starts. Ignored
+    /// while an iteration is in flight (it sees the close itself) and when failover episodes are off
+    /// (`pg_status__fast_sleep_ms=0`: the next regular poll finds out).
+    pub fn handle_connection_closed(&mut self, host: usize, now: Instant) {
+        let Some(h) = self.hosts.get_mut(host) else { return };
+        if h.in_flight.is_some() {
+            return;
+        }
+        h.conn_opened = None;
+        if self.fast.is_zero() {
+            return;
+        }
+        if self.ready && self.episode.is_none() && self.watch.master == Some(host) {
+            self.start_episode(now, host, EpisodeCause::MasterClosed);
+        }
+        self.review(now, self.ready, None);
+        // After the review: an episode ending now must not push this poll back to `sleep_ms`.
+        self.hosts[host].next_poll = Some(now);
+    }
+
+    /// True while a failover episode runs.
+    pub fn in_episode(&self) -> bool {
+        self.episode.is_some()
+    }
+
+    /// Failover episodes started so far.
+    pub fn episodes_total(&self) -> u64 {
+        self.episodes_total
+    }
+
+    /// The hosts in a declared split brain (DESIGN 4, confirmed on fresh evidence), in host order; empty
+    /// when there is none.
+    pub fn split_brain(&self) -> &[usize] {
+        &self.split_brain
+    }
+
+    /// The pause after an iteration of host `index` ends: the fast interval during an episode and for a
+    /// replica that just failed (until it answers or is dead), `sleep_ms` otherwise.
+    fn interval(&self, index: usize) -> Duration {
+        let h = &self.hosts[index];
+        let blinked = h.health == Health::PossiblyDead && h.last.as_ref().is_some_and(|o| o.role == Role::Replica);
+        if !self.fast.is_zero() && (self.episode.is_some() || blinked) {
+            self.fast
+        } else {
+            self.sleep
+        }
+    }
+
+    /// The healthy elected master and the healthy claims, now.
+    fn look(&self) -> Watch {
+        Watch {
+            master: self.current.master.filter(|&m| self.hosts[m].health == Health::Alive),
+            claims: self.current.claimed_masters().collect(),
+        }
+    }
+
+    /// After an input: start an episode on a change (once ready: the first polls are no change), or move the
+    /// running one towards its end. `finished` names the host whose iteration just ended and when it began.
+    fn review(&mut self, now: Instant, was_ready: bool, finished: Option<(usize, Instant)>) {
+        let after = self.look();
+        if let Some(mut running) = self.episode {
+            let confirmed = finished.is_some_and(|(host, started)| running.observe(host, started, after.unopposed()));
+            self.episode = Some(running);
+            if confirmed {
+                let name = after.unopposed().map(|m| self.hosts[m].id.name.clone());
+                if let Some(name) = name {
+                    self.end_episode(now, EpisodeOutcome::Master(name));
+                }
+            } else if now >= running.window_end(self.fast_window) {
+                self.end_episode(now, EpisodeOutcome::WindowOver);
+            }
+        } else if was_ready && !self.fast.is_zero() {
+            let hosts = &self.hosts;
+            if let Some((host, cause)) = episode::trigger(&self.watch, &after, |m| hosts[m].health != Health::Alive) {
+                self.start_episode(now, host, cause);
+            }
+        }
+        self.watch = after;
+    }
+
+    fn start_episode(&mut self, now: Instant, host: usize, cause: EpisodeCause) {
+        self.episode = Some(Episode::new(now));
+        self.episodes_total += 1;
+        self.events.push_back(Event::EpisodeStarted { host: self.hosts[host].id.name.clone(), cause, fast: self.fast });
+        let fast = self.fast;
+        for h in &mut self.hosts {
+            if let Some(due) = h.next_poll {
+                let fast_due = h.ended.map_or(now, |ended| (ended + fast).max(now));
+                h.next_poll = Some(due.min(fast_due));
+            }
+        }
+    }
+
+    fn end_episode(&mut self, now: Instant, outcome: EpisodeOutcome) {
+        let Some(running) = self.episode.take() else { return };
+        let lasted = now.saturating_duration_since(running.started);
+        self.events.push_back(Event::EpisodeEnded { outcome, lasted, sleep: self.sleep });
+        for index in 0..self.hosts.len() {
+            let regular = self.hosts[index].ended.map(|ended| ended + self.interval(index));
+            let h = &mut self.hosts[index];
+            if let (Some(due), Some(regular)) = (h.next_poll, regular) {
+                h.next_poll = Some(due.max(regular));
+            }
+        }
+    }
+
+    /// Makes sure host `index` is polled by an iteration that starts at or after `since`, as soon as possible.
+    fn poll_again(&mut self, index: usize, since: Instant, now: Instant) {
+        let h = &mut self.hosts[index];
+        match h.next_poll {
+            Some(due) if due > now => h.next_poll = Some(now),
+            Some(_) => {}
+            None if h.in_flight.is_some() && h.started >= since => {}
+            None => h.refresh = true,
+        }
     }
 
     /// Records how an iteration ended. Results of iterations that are no longer in flight are ignored; a
@@ -448,8 +623,9 @@ impl Monitor {
             return;
         }
         host.in_flight = None;
-        host.next_poll = Some(if std::mem::take(&mut host.refresh) { now } else { now + self.sleep });
+        host.ended = Some(now);
         host.finished_first = true;
+        let was_ready = self.ready;
         let result = match result {
             Ok(_) if now >= deadline => Err(PollError::timeout()),
             other => other,
@@ -466,6 +642,7 @@ impl Monitor {
                 host.health = Health::Alive;
                 host.last_error = None;
                 host.last_success = Some(now);
+                host.evidence_started = Some(host.started);
                 let role = observation.role;
                 match (role, observation.current_lsn) {
                     (Role::Master, Some(lsn)) => {
@@ -526,10 +703,14 @@ impl Monitor {
         }
         let became_ready = !self.ready && self.hosts.iter().all(|h| h.finished_first);
         self.ready |= became_ready;
-        self.refresh_view(id.host, became_ready);
+        self.refresh_view(id.host, became_ready, now);
         if became_ready {
             self.events.push_back(Event::Ready);
         }
+        let started = self.hosts[id.host].started;
+        self.review(now, was_ready, Some((id.host, started)));
+        let next = if std::mem::take(&mut self.hosts[id.host].refresh) { now } else { now + self.interval(id.host) };
+        self.hosts[id.host].next_poll = Some(next);
     }
 
     /// Asks for fresh data from every replica as soon as possible: idle replicas are polled at once, and those
@@ -613,9 +794,35 @@ impl Monitor {
         self.hosts.iter().map(|h| HostTimes { observed_at: h.last_success, wal_history: &h.wal_history }).collect()
     }
 
+    /// The split brain to declare, given the healthy `claims` (DESIGN 4): only claims that were all confirmed
+    /// by iterations begun after the newest claim was first seen. An older claimant's last word may predate
+    /// a promotion (an ordinary failover looks exactly like that for a moment), so it is polled again at once
+    /// and its answer decides: a failed poll ends its claim. Until then the split brain declared before (if
+    /// its hosts still claim) stands.
+    fn confirmed_split(&mut self, claims: Vec<usize>, now: Instant) -> Vec<usize> {
+        if claims.len() < 2 {
+            return Vec::new();
+        }
+        let Some(newest) = claims.iter().filter_map(|&i| self.hosts[i].claim_since).max() else { return claims };
+        let stale: Vec<usize> =
+            claims.iter().copied().filter(|&i| self.hosts[i].evidence_started.is_none_or(|at| at < newest)).collect();
+        if stale.is_empty() {
+            return claims;
+        }
+        for i in stale {
+            self.poll_again(i, newest, now);
+        }
+        let kept: Vec<usize> = self.split_brain.iter().copied().filter(|i| claims.contains(i)).collect();
+        if kept.len() > 1 {
+            kept
+        } else {
+            Vec::new()
+        }
+    }
+
     /// Updates the snapshot after host `changed` finished an iteration and announces the sync and
     /// split-brain changes it shows.
-    fn refresh_view(&mut self, changed: usize, became_ready: bool) {
+    fn refresh_view(&mut self, changed: usize, became_ready: bool, now: Instant) {
         let inputs: Vec<HostInput<'_>> =
             self.hosts.iter().map(|h| HostInput { id: &h.id, health: h.health, last: h.last.as_ref() }).collect();
         let times: Vec<HostTimes<'_>> =
@@ -649,7 +856,14 @@ impl Monitor {
             }
         }
         let claims: Vec<usize> = snapshot.claimed_masters().collect();
-        let split = if claims.len() > 1 { claims } else { Vec::new() };
+        for (i, h) in self.hosts.iter_mut().enumerate() {
+            if claims.contains(&i) {
+                h.claim_since.get_or_insert(now);
+            } else {
+                h.claim_since = None;
+            }
+        }
+        let split = self.confirmed_split(claims, now);
         if split != self.split_brain {
             if split.is_empty() {
                 self.events.push_back(Event::SplitBrainEnded);
