@@ -4,6 +4,9 @@
 //! runs as its own task, so a hung host never delays the others. After every input it drains the monitor as
 //! the core documents: actions (start tasks), events (log), snapshot (publish). It reads time and opens
 //! sockets only through its [`Runtime`], so a simulation runs this very code.
+//!
+//! It also watches each host's idle connection: when one ends by itself between iterations (the server shut
+//! down, crashed, or terminated the backend), it drops it and tells the monitor at once.
 
 use std::future::Future;
 use std::pin::pin;
@@ -58,6 +61,8 @@ enum Wake {
     Timer,
     Refresh,
     Metrics(MetricsReply),
+    /// A connection of this host ended by itself.
+    Closed(usize),
     Stop,
 }
 
@@ -76,6 +81,8 @@ pub struct Driver<R: Runtime, L: EventLog> {
     /// Closed at shutdown; every poll task watches it and gives up at once.
     stop_tx: async_channel::Sender<()>,
     stop_rx: async_channel::Receiver<()>,
+    /// Host indexes whose connections ended by themselves (unbounded: at most one message per connection).
+    closed_rx: async_channel::Receiver<usize>,
 }
 
 impl<R: Runtime, L: EventLog> Driver<R, L> {
@@ -93,10 +100,12 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
     pub fn with_tls(rt: R, config: &Config, log: L, tls: PgTls) -> Driver<R, L> {
         let monitor = Monitor::new(config, rt.now());
         let login = pg::login(&config.user, &config.password, &config.database);
+        let (closed_tx, closed_rx) = async_channel::unbounded();
         let hosts = config
             .hosts
             .iter()
-            .map(|h| HostSlot {
+            .enumerate()
+            .map(|(index, h)| HostSlot {
                 name: h.name.clone(),
                 target: Rc::new(Target {
                     host: h.host.clone(),
@@ -105,6 +114,13 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
                     connect_timeout: config.connect_timeout,
                     tls: tls.clone(),
                     require_auth: config.require_auth,
+                    on_close: {
+                        let closed = closed_tx.clone();
+                        // Unbounded: never fails while the driver runs; after it, nobody listens.
+                        Rc::new(move || {
+                            let _ = closed.try_send(index);
+                        })
+                    },
                 }),
                 session: None,
                 in_flight: None,
@@ -113,7 +129,7 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
         let (published, requests) = Published::new(monitor.snapshot());
         let (done_tx, done_rx) = async_channel::unbounded();
         let (stop_tx, stop_rx) = async_channel::bounded(1);
-        Driver { rt, monitor, hosts, published, requests, log, done_tx, done_rx, stop_tx, stop_rx }
+        Driver { rt, monitor, hosts, published, requests, log, done_tx, done_rx, stop_tx, stop_rx, closed_rx }
     }
 
     /// Where snapshots are published, for request handlers: they load it and never lock.
@@ -160,12 +176,21 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
                     Err(_) => future::pending().await,
                 }
             };
+            let closed = async {
+                match self.closed_rx.recv().await {
+                    Ok(host) => Wake::Closed(host),
+                    // Every host's target holds a sender, so this does not happen; never wake for it again.
+                    Err(_) => future::pending().await,
+                }
+            };
             // Shutdown first, then results (a result at its deadline still counts), then the timer.
             let timer = async {
                 timer.await;
                 Wake::Timer
             };
-            let wake = future::or(stop, future::or(done, future::or(timer, future::or(refresh, metrics)))).await;
+            let wake =
+                future::or(stop, future::or(done, future::or(timer, future::or(closed, future::or(refresh, metrics)))))
+                    .await;
             match wake {
                 Wake::Done(completion) => self.complete(*completion),
                 Wake::Timer => self.monitor.handle_timeout(self.rt.now()),
@@ -176,6 +201,7 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
                     // The asker may have given up waiting; then nobody needs the text.
                     let _ = reply.try_send(text);
                 }
+                Wake::Closed(host) => self.connection_ended(host),
                 Wake::Stop => break,
             }
         }
@@ -235,6 +261,16 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
                 let _ = done.try_send(Box::new(Completion { id, started, result, session }));
             }
         }));
+    }
+
+    /// A connection of `host` ended by itself: when it is the idle session kept for the next iteration (not
+    /// one in use, which its iteration sees, nor one already dropped), drop it and tell the monitor.
+    fn connection_ended(&mut self, host: usize) {
+        let Some(slot) = self.hosts.get_mut(host) else { return };
+        if slot.session.as_ref().is_some_and(Session::has_ended) {
+            slot.session = None;
+            self.monitor.handle_connection_closed(host, self.rt.now());
+        }
     }
 
     /// Takes an iteration's result: keep its session for the next iteration, tell the monitor.

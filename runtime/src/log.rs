@@ -13,6 +13,7 @@ use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use pg_status_core::config::{breaks_lines, LogFormat, LogLevel};
+use pg_status_core::episode::EpisodeOutcome;
 use pg_status_core::monitor::{Event, PollError, PollId};
 use pg_status_core::observation::Observation;
 
@@ -129,6 +130,7 @@ impl EventLog for Logger {
         let stream = if event.is_error() { Stream::Err } else { Stream::Out };
         let state;
         let error;
+        let duration;
         let mut fields: Vec<(&str, &str)> = Vec::with_capacity(3);
         if let Some(host) = event.host() {
             fields.push(("host", host));
@@ -142,6 +144,16 @@ impl EventLog for Logger {
                 error = e.to_string();
                 fields.push(("cause", e.kind.as_str()));
                 fields.push(("error", &error));
+            }
+            Event::EpisodeStarted { cause, .. } => fields.push(("cause", cause.as_str())),
+            Event::EpisodeEnded { outcome, lasted, .. } => {
+                let ended = match outcome {
+                    EpisodeOutcome::Master(_) => "master_confirmed",
+                    EpisodeOutcome::WindowOver => "window_over",
+                };
+                fields.push(("outcome", ended));
+                duration = lasted.as_millis().to_string();
+                fields.push(("duration_ms", &duration));
             }
             Event::Ready | Event::SplitBrain { .. } | Event::SplitBrainEnded | Event::Warning { .. } => {}
         }

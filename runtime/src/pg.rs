@@ -2,6 +2,7 @@
 //!
 //! This is the only place that opens database connections; how they use TLS is [`crate::tls`]'s business.
 
+use std::cell::Cell;
 use std::error::Error as _;
 use std::future::Future as _;
 use std::pin::Pin;
@@ -26,13 +27,27 @@ use crate::tls::{HandshakeError, PgTls};
 /// otherwise hold the socket forever.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// What a connection does when it ends by itself (the server closed it, or the socket failed): the poll
+/// driver's connection watch, which tells the core at once.
+pub type OnClose = Rc<dyn Fn()>;
+
 /// An open connection to one host. Dropping it closes the connection (within a second: `CLOSE_GRACE`).
 pub struct Session {
     client: Client,
     /// The wire checks and read budget of the connection.
     guard: Rc<Guard>,
+    /// Set when the connection has ended: the server closed it or the socket failed.
+    ended: Rc<Cell<bool>>,
     /// Dropped together with the client; its closing tells the connection task to stop waiting for the server.
     _alive: oneshot::Sender<()>,
+}
+
+impl Session {
+    /// True once the connection has ended (the server closed it, or the socket failed): the session can
+    /// only fail from now on.
+    pub fn has_ended(&self) -> bool {
+        self.ended.get()
+    }
 }
 
 /// How to log in: the parts of tokio-postgres' configuration that are the same for every host.
@@ -53,6 +68,8 @@ pub fn login(user: &str, password: &str, database: &str) -> tokio_postgres::Conf
 /// Everything the server sends passes the core's wire checks first ([`crate::guarded`]): a message larger
 /// than the read limit, more bytes than it, or an authentication method outside `allowed`
 /// (`pg_status__require_auth`) fails the attempt before the client library acts on it.
+///
+/// `on_close` runs when the session's connection ends by itself, while open or after the session is dropped.
 pub async fn open<R: Runtime>(
     rt: &R,
     host: &str,
@@ -60,11 +77,12 @@ pub async fn open<R: Runtime>(
     login: &tokio_postgres::Config,
     tls: &PgTls,
     allowed: AuthMethods,
+    on_close: &OnClose,
 ) -> Result<Session, PollError> {
     if let Some(reason) = tls.broken_reason() {
         return Err(PollError::new(PollErrorKind::Connect, reason));
     }
-    let attempt = |mode| open_as(rt, host, port, login, tls, allowed, mode);
+    let attempt = |mode| open_as(rt, host, port, login, tls, allowed, mode, on_close);
     let second = |first: Attempt, mode, without: &'static str| async move {
         attempt(mode).await.map_err(|e| {
             let message = format!("{} ({without}: {})", e.error.message, first.error.message);
@@ -97,6 +115,7 @@ struct Attempt {
 }
 
 /// One connection attempt with tokio-postgres' TLS mode `mode`.
+#[allow(clippy::too_many_arguments)]
 async fn open_as<R: Runtime>(
     rt: &R,
     host: &str,
@@ -105,6 +124,7 @@ async fn open_as<R: Runtime>(
     tls: &PgTls,
     allowed: AuthMethods,
     mode: WireMode,
+    on_close: &OnClose,
 ) -> Result<Session, Attempt> {
     let stream = rt.connect(host, port).await.map_err(|e| {
         let shown = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
@@ -132,7 +152,16 @@ async fn open_as<R: Runtime>(
     // awaited in an `async` block, which would keep room for it twice in the task (1,232 bytes per host
     // instead of 432).
     let mut connection = connection;
-    let run = futures_lite::future::poll_fn(move |cx| Pin::new(&mut connection).poll(cx).map(drop));
+    let ended = Rc::new(Cell::new(false));
+    let watch = (ended.clone(), on_close.clone());
+    let run = futures_lite::future::poll_fn(move |cx| {
+        let polled = Pin::new(&mut connection).poll(cx);
+        if polled.is_ready() {
+            watch.0.set(true);
+            (watch.1)();
+        }
+        polled.map(drop)
+    });
     let give_up = async move {
         // Nothing is ever sent: the receiver completes exactly when the session (and the sender) is dropped.
         let _ = closed.await;
@@ -140,7 +169,7 @@ async fn open_as<R: Runtime>(
     };
     let task = futures_lite::future::or(run, give_up);
     rt.spawn(Box::pin(task));
-    Ok(Session { client, guard, _alive: alive })
+    Ok(Session { client, guard, ended, _alive: alive })
 }
 
 /// Runs the poll query in the form `query` (one round trip, simple-query protocol) and parses its single row.

@@ -7,7 +7,7 @@ use pg_status_core::monitor::{PollError, PollErrorKind};
 use pg_status_core::observation::{Observation, PollQuery};
 use pg_status_core::wire::AuthMethods;
 
-use crate::pg::{self, Session};
+use crate::pg::{self, OnClose, Session};
 use crate::rt::Runtime;
 use crate::tls::PgTls;
 
@@ -25,6 +25,8 @@ pub(crate) struct Target {
     pub(crate) tls: PgTls,
     /// The authentication methods the server may ask for (`pg_status__require_auth`).
     pub(crate) require_auth: AuthMethods,
+    /// Tells the driver that one of this host's connections ended by itself.
+    pub(crate) on_close: OnClose,
 }
 
 /// What an iteration produced: the result for the core, and the session when it may be reused.
@@ -66,7 +68,8 @@ pub(crate) async fn iterate<R: Runtime>(
 
 /// Opens a session, bounded by the connect timeout when it ends before the iteration deadline.
 async fn connect<R: Runtime>(rt: &R, target: &Target, deadline: Instant) -> Result<Session, PollError> {
-    let open = pg::open(rt, &target.host, target.port, &target.login, &target.tls, target.require_auth);
+    let open =
+        pg::open(rt, &target.host, target.port, &target.login, &target.tls, target.require_auth, &target.on_close);
     if target.connect_timeout.is_zero() {
         return open.await;
     }

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use smol::LocalExecutor;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -57,6 +57,20 @@ pub trait Runtime: Clock {
 
     /// Runs `future` in the background on the current thread until it completes or the runtime is dropped.
     fn spawn(&self, future: LocalBoxFuture<()>);
+}
+
+/// How long a poll connection may be quiet before the kernel probes its peer, then the interval and number
+/// of unanswered probes after which the connection fails: a server that vanished without closing its
+/// connections (power loss, a partition) is noticed within [`KEEPALIVE_BOUND`] of the connection going idle,
+/// and the connection watch tells the core at once.
+const KEEPALIVE: (Duration, Duration, u32) = (Duration::from_secs(2), Duration::from_secs(1), 2);
+
+/// The longest a vanished peer goes unnoticed on an idle poll connection: idle time plus every probe.
+pub const KEEPALIVE_BOUND: Duration = Duration::from_secs(4);
+
+fn keepalive() -> socket2::TcpKeepalive {
+    let (idle, interval, probes) = KEEPALIVE;
+    socket2::TcpKeepalive::new().with_time(idle).with_interval(interval).with_retries(probes)
 }
 
 /// The production runtime: async-io timers and sockets, tasks on a smol `LocalExecutor`.
@@ -110,6 +124,7 @@ impl Runtime for SmolRuntime {
             };
             // The poll protocol is a few small messages per round trip: never wait to coalesce them.
             stream.set_nodelay(true)?;
+            socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive())?;
             Ok(stream.compat())
         })
     }
