@@ -19,6 +19,10 @@ use crate::model::NodeRole;
 use crate::reader::ReadRecord;
 use crate::scenario::Settings;
 
+mod episodes;
+
+use episodes::EpisodeChecks;
+
 /// One finished poll iteration, as the driver reported it.
 #[derive(Debug, Clone)]
 pub struct PollRecord {
@@ -82,6 +86,11 @@ pub struct NodeTruth {
     pub latency_ms: u64,
     /// Its timeline in the model.
     pub timeline: u32,
+    /// When an action last touched the node or its link, in ms.
+    pub touched_ms: u64,
+    /// Times its server ended every session (restart, demotion, an administrator): each may close the
+    /// sidecar's connection and cost a new one without a failed poll.
+    pub sessions_ended: u64,
 }
 
 /// The truth at the current step.
@@ -123,6 +132,10 @@ pub struct Oracle {
     receiver_refused_polls: u64,
     /// Times the warning about the refused view was logged.
     receiver_refused_warnings: u64,
+    /// Failover episodes and split brain on fresh evidence.
+    episodes: EpisodeChecks,
+    /// When an action last touched each node, as of the last step.
+    touched: Vec<u64>,
 }
 
 /// The answers the oracle asks for at every snapshot, with the ones a trace shows.
@@ -139,6 +152,7 @@ impl Oracle {
     pub fn new(names: Vec<String>, settings: Settings) -> Oracle {
         let n = names.len();
         let hosts = vec![HostRef::default(); n];
+        let names_for_episodes = names.clone();
         Oracle {
             names,
             settings,
@@ -152,6 +166,27 @@ impl Oracle {
             conn_reported: vec![false; n],
             receiver_refused_polls: 0,
             receiver_refused_warnings: 0,
+            episodes: EpisodeChecks::new(names_for_episodes, settings, false),
+            touched: vec![0; n],
+        }
+    }
+
+    /// Tells the oracle that a reader with `wait_ms` asks for refreshes in this run (extra polls of the
+    /// replicas, spaced by the core's refresh spacing rather than the poll interval).
+    pub fn with_refreshes(mut self, refreshes: bool) -> Oracle {
+        let names = self.names.clone();
+        self.episodes = EpisodeChecks::new(names, self.settings, refreshes);
+        self
+    }
+
+    /// Promotion-to-/master latencies measured during failover episodes, in ms.
+    pub fn episode_latencies(&self) -> &[u64] {
+        &self.episodes.fast_latencies
+    }
+
+    fn take(&mut self, found: Vec<episodes::Found>) {
+        for (at_ms, invariant, detail) in found {
+            self.violate(at_ms, invariant, detail);
         }
     }
 
@@ -175,7 +210,10 @@ impl Oracle {
 
     /// Takes one line pg-status logged; state transitions (`<host>: dead`, `possible dead`, `master`,
     /// `replica`) are remembered per host.
-    pub fn logged(&mut self, line: &str) {
+    pub fn logged(&mut self, at_ms: u64, line: &str) {
+        let mut found = Vec::new();
+        self.episodes.logged(at_ms, line, &mut found);
+        self.take(found);
         let Some((host, what)) = line.split_once(": ") else { return };
         if what == Warning::ReceiverRefused.as_str() {
             self.receiver_refused_warnings += 1;
@@ -193,6 +231,10 @@ impl Oracle {
 
     /// Takes one finished iteration into the reference.
     pub fn record(&mut self, poll: &PollRecord) {
+        let mut found = Vec::new();
+        let touched = self.touched.get(poll.host).copied().unwrap_or(0);
+        self.episodes.record(poll, touched, &mut found);
+        self.take(found);
         let Some(h) = self.hosts.get_mut(poll.host) else { return };
         h.finished = true;
         match (&poll.result, poll.in_time) {
@@ -576,9 +618,15 @@ impl Oracle {
         // turmoil delivers messages at step boundaries (up to one more step each).
         let slack = 8 * (s.net_delay_ms + max_latency + crate::run::TICK_MS) + 10;
 
-        // Connections opened per host <= 1 + elapsed / conn_max_age + failures.
         for (i, n) in truth.nodes.iter().enumerate() {
-            let bound = 1 + at_ms / s.conn_max_age_ms + self.hosts[i].failures;
+            if let Some(t) = self.touched.get_mut(i) {
+                *t = n.touched_ms;
+            }
+        }
+        // Connections opened per host <= 1 + elapsed / conn_max_age + failures (+ one per time the server
+        // ended its sessions: the connection watch reconnects without a failed poll).
+        for (i, n) in truth.nodes.iter().enumerate() {
+            let bound = 1 + at_ms / s.conn_max_age_ms + self.hosts[i].failures + n.sessions_ended;
             if n.connections > bound {
                 let detail = format!(
                     "{}: {} connections accepted after {at_ms} ms with {} failures (bound {bound})",
@@ -625,6 +673,9 @@ impl Oracle {
         // While a node's fate is uncertain there is no claim about who the master must be.
         let certain = truth.nodes.iter().all(|n| n.certain);
         let true_master = true_master.filter(|_| certain);
+        let mut found = Vec::new();
+        self.episodes.check(at_ms, truth, snapshot, master, true_master, &mut found);
+        self.take(found);
         if true_master != self.true_master {
             if let Some(m) = true_master {
                 // Start-up is not a failover: only a change from one known master to another is timed.
@@ -709,6 +760,8 @@ mod tests {
             net_delay_ms: 1,
             timeline_policy: false,
             ssl_mode: "disable",
+            fast_sleep_ms: 0,
+            fast_window_ms: 60_000,
         }
     }
 
@@ -779,7 +832,7 @@ mod tests {
             let result = result.clone().map_err(|e| e.message);
             oracle.record(&PollRecord { host: *host, at_ms: 0, elapsed_ms: 1, result, in_time: true });
             while let Some(event) = monitor.poll_event() {
-                oracle.logged(&event.to_string());
+                oracle.logged(0, &event.to_string());
             }
         }
         (oracle, monitor.snapshot())
@@ -851,6 +904,8 @@ mod tests {
             connections,
             latency_ms: 0,
             timeline: 1,
+            touched_ms: 0,
+            sessions_ended: 0,
         };
         // db2 is the only answering master since 0 ms, yet /master names db1; db1 opened 50 connections;
         // neither host was polled since 0 ms.

@@ -353,6 +353,8 @@ impl World<'_> {
                     connections: n.connections,
                     latency_ms: self.latency[i],
                     timeline: n.timeline,
+                    touched_ms: self.touched[i],
+                    sessions_ended: n.session_epoch,
                 }
             })
             .collect()
@@ -374,6 +376,8 @@ fn config(script: &Script, names: &[String]) -> Result<Config, ConfigError> {
         ("pg_status__sync_max_lag_bytes", s.sync_max_lag_bytes.to_string()),
         ("pg_status__split_brain", s.split_brain().as_str().to_owned()),
         ("PGSSLMODE", s.ssl_mode.to_owned()),
+        ("pg_status__fast_sleep_ms", s.fast_sleep_ms.to_string()),
+        ("pg_status__fast_window_ms", s.fast_window_ms.to_string()),
     ];
     Config::from_vars(vars)
 }
@@ -552,7 +556,7 @@ pub fn run_with(seed: u64, name: &str, options: Options) -> Result<Report, RunEr
         net_delay_ms: s.net_delay_ms,
         touched: vec![0; n],
     };
-    let mut oracle = Oracle::new(names.clone(), s);
+    let mut oracle = Oracle::new(names.clone(), s).with_refreshes(script.reads.is_some_and(|r| r.wait_ms > 0));
     let mut next_action = 0;
     let mut calm_since = None;
     let mut answering_since = vec![0u64; n];
@@ -634,7 +638,7 @@ pub fn run_with(seed: u64, name: &str, options: Options) -> Result<Report, RunEr
             }
         }
         for (at, e) in &events {
-            oracle.logged(e);
+            oracle.logged(*at, e);
             line(&mut trace, *at, "pg-status", e);
         }
         for read in std::mem::take(&mut *reads.borrow_mut()) {
@@ -682,6 +686,13 @@ pub fn run_with(seed: u64, name: &str, options: Options) -> Result<Report, RunEr
         trace.push(format!(
             "failover detection latencies: {:?} ms (bound sleep_ms + query_timeout_ms = {bound} ms, plus network delay)",
             latencies
+        ));
+    }
+    if !oracle.episode_latencies().is_empty() {
+        trace.push(format!(
+            "during failover episodes, /master followed the new master after {:?} ms (fast_sleep_ms = {} ms)",
+            oracle.episode_latencies(),
+            s.fast_sleep_ms
         ));
     }
     if let Some(plan) = script.reads {

@@ -111,6 +111,10 @@ pub struct Settings {
     /// `PGSSLMODE`: the simulated servers decline TLS, so `prefer` continues in plain text on the same
     /// connection and `allow` retries with TLS only when `pg_hba.conf` refuses the plain session.
     pub ssl_mode: &'static str,
+    /// `pg_status__fast_sleep_ms` (0: failover episodes off).
+    pub fast_sleep_ms: u64,
+    /// `pg_status__fast_window_ms`.
+    pub fast_window_ms: u64,
 }
 
 impl Settings {
@@ -138,7 +142,19 @@ impl Settings {
             timeline_policy: rng.chance(0.3),
             // `--sslmode` overrides the draw for a replay.
             ssl_mode: ["disable", "prefer", "allow"][rng.index(3)],
+            fast_sleep_ms: 0,
+            fast_window_ms: 60_000,
         }
+    }
+
+    /// Draws the failover-episode settings from their own generator, so a seed keeps the rest of its run.
+    /// A fifth of the runs turn episodes off; `needs_episodes` rules that out.
+    fn draw_fast(&mut self, seed: u64, needs_episodes: bool) {
+        let mut rng = Rng::new(seed ^ 0x0fa5_7fa5_7fa5_7fa5);
+        let off = !needs_episodes && rng.chance(0.2);
+        self.fast_sleep_ms = if off { 0 } else { rng.range(5, self.sleep_ms.max(6) - 1) };
+        let period = self.sleep_ms + self.query_timeout_ms;
+        self.fast_window_ms = rng.range(2 * period, 12 * period);
     }
 }
 
@@ -177,6 +193,10 @@ pub const NAMED: &[&str] = &[
     "read_your_writes",
     "impostor",
     "receiver_view_revoked",
+    "master_shutdown",
+    "master_hang",
+    "replica_crash",
+    "no_promotion",
 ];
 
 /// Why a scenario cannot be built.
@@ -191,13 +211,16 @@ pub enum ScenarioError {
 pub fn build(name: &str, seed: u64) -> Result<Script, ScenarioError> {
     let mut rng = Rng::new(seed);
     if name == "swarm" {
-        return Ok(swarm(&mut rng));
+        let mut script = swarm(&mut rng);
+        script.settings.draw_fast(seed, false);
+        return Ok(script);
     }
     if !NAMED.contains(&name) {
         return Err(ScenarioError::Unknown(name.to_owned()));
     }
     let nodes = rng.range(2, 4) as usize;
     let mut settings = Settings::draw(&mut rng, nodes);
+    settings.draw_fast(seed, matches!(name, "master_shutdown" | "master_hang" | "replica_crash" | "no_promotion"));
     if name == "read_your_writes" {
         // Polling seldom enough that a fresh write is almost never visible in the last poll: the case for waiting.
         settings.sleep_ms = rng.range(300, 1_000);
@@ -325,6 +348,27 @@ pub fn build(name: &str, seed: u64) -> Result<Script, ScenarioError> {
                 a.push((t0 + 3 * hold, Action::RevokeReceiverView(i, false)));
             }
         }
+        "master_shutdown" => {
+            // A clean stop: the master's connection closes, then a replica is promoted a moment later.
+            a.push((t0, Action::Crash(master)));
+            a.push((t0 + rng.range(0, 2 * period), Action::Promote(replica)));
+            a.push((t0 + hold, Action::Restart(master)));
+        }
+        "master_hang" => {
+            // No FIN: the episode can only start at the first poll that fails by its deadline.
+            a.push((t0, Action::Hold(master)));
+            a.push((t0 + settings.query_timeout_ms + rng.range(0, 2 * period), Action::Promote(replica)));
+            a.push((t0 + hold, Action::Release(master)));
+        }
+        "replica_crash" => {
+            a.push((t0, Action::Crash(replica)));
+            a.push((t0 + hold, Action::Restart(replica)));
+        }
+        "no_promotion" => {
+            // The master goes and nobody is promoted: the episode's window runs out, polling calms down.
+            a.push((t0, Action::Crash(master)));
+            a.push((t0 + settings.fast_window_ms + 3 * period, Action::Restart(master)));
+        }
         _ => return Err(ScenarioError::Unknown(name.to_owned())),
     }
     a.sort_by_key(|(t, _)| *t);
@@ -418,7 +462,8 @@ impl fmt::Display for Settings {
         write!(
             f,
             "{} nodes, sleep_ms={} query_timeout_ms={} max_fails={} conn_max_age_ms={} sync_max_lag_ms={} \
-             sync_max_lag_bytes={} split_brain={} PGSSLMODE={} network delay <= {} ms",
+             sync_max_lag_bytes={} split_brain={} PGSSLMODE={} fast_sleep_ms={} fast_window_ms={} \
+             network delay <= {} ms",
             self.nodes,
             self.sleep_ms,
             self.query_timeout_ms,
@@ -428,6 +473,8 @@ impl fmt::Display for Settings {
             self.sync_max_lag_bytes,
             self.split_brain().as_str(),
             self.ssl_mode,
+            self.fast_sleep_ms,
+            self.fast_window_ms,
             self.net_delay_ms
         )
     }

@@ -64,6 +64,10 @@ scenario_tests!(
     read_your_writes,
     impostor,
     receiver_view_revoked,
+    master_shutdown,
+    master_hang,
+    replica_crash,
+    no_promotion,
 );
 
 #[test]
