@@ -1,8 +1,10 @@
-//! The polling state machine for all hosts (DESIGN 1-2, 11 and 12).
+//! The polling state machine for all hosts (DESIGN 1-2, 4's split brain, 11 and 12); when a failover
+//! episode starts and ends is [`crate::episode`]'s.
 //!
-//! The runtime drives it in the quinn style: after every input (`handle_poll_result`, `handle_timeout`),
-//! drain `poll_action` until it returns `None`, drain `poll_event`, publish `poll_snapshot` when it returns a
-//! new one, and sleep until `poll_timeout`. The monitor never reads a clock: `now` is always an argument.
+//! The runtime drives it in the quinn style: after every input (`handle_poll_result`, `handle_timeout`,
+//! `handle_connection_closed`), drain `poll_action` until it returns `None`, drain `poll_event`, publish
+//! `poll_snapshot` when it returns a new one, and sleep until `poll_timeout`. The monitor never reads a
+//! clock: `now` is always an argument.
 
 use std::collections::VecDeque;
 use std::fmt;

@@ -217,6 +217,8 @@ enum Step {
     Succeed { host: usize, master: bool, lsn: u64, delay: u64 },
     /// The in-flight iteration of a host fails.
     Fail(usize),
+    /// The server closes a host's idle connection (the runtime's connection watch reports it).
+    Close(usize),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -229,6 +231,7 @@ fn step() -> impl Strategy<Value = Step> {
             delay
         }),
         (0usize..4).prop_map(Step::Fail),
+        (0usize..4).prop_map(Step::Close),
     ]
 }
 
@@ -240,6 +243,7 @@ struct ModelHost {
     finished: bool,
     failures_total: u64,
     connections: u64,
+    closes: u64,
 }
 
 proptest! {
@@ -308,6 +312,15 @@ proptest! {
                         idle_since.insert(id.host, now);
                     }
                 }
+                Step::Close(host) => {
+                    let host = host % hosts;
+                    if !in_flight.contains_key(&host) {
+                        m.handle_connection_closed(host, now);
+                        model[host].closes += 1;
+                        // Polled at once: due now, so the idle-time bound restarts here.
+                        idle_since.insert(host, now);
+                    }
+                }
                 Step::Fail(host) => {
                     if let Some((id, _)) = in_flight.remove(&(host % hosts)) {
                         m.handle_poll_result(id, fail(), now);
@@ -332,7 +345,7 @@ proptest! {
                     prop_assert!(status.lag_ms.is_none() && status.lag_bytes.is_none() && status.lsn.is_none());
                 }
                 let elapsed = (now - t0).as_millis() as u64;
-                prop_assert!(mh.connections <= 1 + elapsed / max_age + mh.failures_total,
+                prop_assert!(mh.connections <= 1 + elapsed / max_age + mh.failures_total + mh.closes,
                     "host {}: {} connections in {} ms with {} failures", h, mh.connections, elapsed, mh.failures_total);
             }
             let counted: Vec<u32> = (0..hosts).map(|h| m.counters(h).unwrap().consecutive_failures).collect();
