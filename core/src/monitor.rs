@@ -23,6 +23,14 @@ use crate::observation::{Observation, PollQuery, Receiver, Role};
 /// cannot flood the replicas with polls.
 pub const REFRESH_SPACING: Duration = Duration::from_millis(25);
 
+/// Whether an iteration that ended `elapsed` after it started ended in time (`query_timeout` is
+/// `pg_status__query_timeout_ms`): strictly before its deadline. An answer that arrives exactly at the
+/// deadline counts as a timeout, as the monitor's own timer would have ended the iteration then; the runtime
+/// and the simulation's reference use this one definition.
+pub fn in_time(elapsed: Duration, query_timeout: Duration) -> bool {
+    elapsed < query_timeout
+}
+
 /// How many of a master's recent WAL positions are kept to bound its replicas' time lag.
 const WAL_HISTORY: usize = 16;
 
@@ -45,6 +53,9 @@ pub enum Action {
         id: PollId,
         /// Hard deadline of the whole iteration.
         deadline: Instant,
+        /// When a connection still being opened gives up (`pg_status__connect_timeout`), when that is before
+        /// `deadline`; `None` leaves only `deadline`.
+        connect_deadline: Option<Instant>,
         /// Close the host's current connection, if any, and open a new one.
         reconnect: bool,
         /// The form of the poll query to run. When the server refuses it for lack of privilege, run
@@ -358,6 +369,7 @@ pub struct Monitor {
     hosts: Vec<HostState>,
     sleep: Duration,
     query_timeout: Duration,
+    connect_timeout: Duration,
     conn_max_age: Duration,
     max_fails: u32,
     settings: Settings,
@@ -432,6 +444,7 @@ impl Monitor {
             hosts,
             sleep: config.sleep,
             query_timeout: config.query_timeout,
+            connect_timeout: config.connect_timeout,
             conn_max_age: config.conn_max_age,
             // A configuration never holds 0 (the parser rejects it); 1 keeps the arithmetic sound regardless.
             max_fails: config.max_fails.max(1),
@@ -474,7 +487,12 @@ impl Monitor {
         host.in_flight = Some((host.iterations, deadline));
         host.started = now;
         let query = host.query;
-        Some(Action::Poll { id: PollId { host: index, iteration: host.iterations }, deadline, reconnect, query })
+        let connect_deadline = (!self.connect_timeout.is_zero())
+            .then(|| now.checked_add(self.connect_timeout))
+            .flatten()
+            .filter(|limit| *limit < deadline);
+        let id = PollId { host: index, iteration: host.iterations };
+        Some(Action::Poll { id, deadline, connect_deadline, reconnect, query })
     }
 
     /// When the monitor next needs `handle_timeout`: the earliest due poll, in-flight deadline, or the end
@@ -488,8 +506,8 @@ impl Monitor {
     /// lost track of one can never stall a host. Due polls are then returned by `poll_action`.
     pub fn handle_timeout(&mut self, now: Instant) {
         for index in 0..self.hosts.len() {
-            if let Some((iteration, deadline)) = self.hosts[index].in_flight {
-                if now >= deadline {
+            if let Some((iteration, _)) = self.hosts[index].in_flight {
+                if !in_time(now.saturating_duration_since(self.hosts[index].started), self.query_timeout) {
                     self.handle_poll_result(PollId { host: index, iteration }, Err(PollError::timeout()), now);
                 }
             }
@@ -620,7 +638,7 @@ impl Monitor {
     /// success reported at or after the deadline counts as a timeout.
     pub fn handle_poll_result(&mut self, id: PollId, result: Result<Observation, PollError>, now: Instant) {
         let Some(host) = self.hosts.get_mut(id.host) else { return };
-        let Some((iteration, deadline)) = host.in_flight else { return };
+        let Some((iteration, _)) = host.in_flight else { return };
         if iteration != id.iteration {
             return;
         }
@@ -629,7 +647,9 @@ impl Monitor {
         host.finished_first = true;
         let was_ready = self.ready;
         let result = match result {
-            Ok(_) if now >= deadline => Err(PollError::timeout()),
+            Ok(_) if !in_time(now.saturating_duration_since(host.started), self.query_timeout) => {
+                Err(PollError::timeout())
+            }
             other => other,
         };
         host.stats.record(now.saturating_duration_since(host.started), result.as_ref().err().map(|e| e.kind));

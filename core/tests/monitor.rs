@@ -564,3 +564,34 @@ fn hidden_receiver_details_and_a_blind_timeline_policy_are_warned_about_once_eac
     round(&mut m, t0, answer);
     assert_eq!(warnings(&mut m), [("h1".to_owned(), Warning::ReceiverHidden)]);
 }
+
+#[test]
+fn the_connect_deadline_is_the_connect_timeout_when_it_ends_before_the_poll_deadline() {
+    let t0 = start();
+    let with = |vars: &[(&str, &str)]| {
+        let mut all = vec![("pg_status__hosts", "h0")];
+        all.extend_from_slice(vars);
+        let config = pg_status_core::config::Config::from_vars(all.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .expect("valid");
+        let mut m = Monitor::new(&config, t0);
+        match m.poll_action(t0) {
+            Some(Action::Poll { deadline, connect_deadline, .. }) => (deadline, connect_deadline),
+            None => panic!("the first poll is due at once"),
+        }
+    };
+    assert_eq!(with(&[]), (t0 + ms(5000), Some(t0 + ms(2000))), "defaults: 2 s to connect, 5 s in all");
+    assert_eq!(with(&[("pg_status__query_timeout_ms", "1500")]), (t0 + ms(1500), None), "the poll deadline first");
+    assert_eq!(with(&[("pg_status__connect_timeout", "0")]), (t0 + ms(5000), None), "0: only the poll deadline");
+}
+
+#[test]
+fn an_answer_exactly_at_the_deadline_is_a_timeout() {
+    use pg_status_core::monitor::in_time;
+    assert!(in_time(ms(499), ms(500)));
+    assert!(!in_time(ms(500), ms(500)));
+    let t0 = start();
+    let mut m = Monitor::new(&config(1, 100, 500, 60_000, 3), t0);
+    let a = drain_actions(&mut m, t0);
+    m.handle_poll_result(a[0].0, Ok(master(1)), t0 + ms(500));
+    assert_eq!(m.snapshot().hosts[0].health, Health::PossiblyDead);
+}

@@ -21,7 +21,7 @@ use pg_status_core::monitor::{Action, Event, Monitor, PollError, PollErrorKind, 
 use pg_status_core::observation::{Observation, PollQuery};
 
 use crate::pg::{self, Session};
-use crate::poll::{self, Target};
+use crate::poll::{self, Deadlines, Target};
 use crate::publish::{MetricsReply, Published, RefreshRequests};
 use crate::rt::{LocalBoxFuture, Runtime};
 use crate::tls::PgTls;
@@ -145,7 +145,7 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
         let mut shutdown = pin!(shutdown);
         loop {
             self.drain();
-            // The monitor expires an iteration at its deadline (`now >= deadline`), so a timer that fires at
+            // The monitor expires an iteration at its deadline (`monitor::in_time`), so a timer that fires at
             // the instant the monitor asked for always makes progress.
             let timer: LocalBoxFuture<()> = match self.monitor.poll_timeout() {
                 Some(at) => self.rt.sleep_until(at),
@@ -183,7 +183,8 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
                     Err(_) => future::pending().await,
                 }
             };
-            // Shutdown first, then results (a result at its deadline still counts), then the timer.
+            // Shutdown first, then results, then the timer: a result and the deadline at the same moment both
+            // reach the monitor, which decides by `monitor::in_time`.
             let timer = async {
                 timer.await;
                 Wake::Timer
@@ -219,7 +220,9 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
         let now = self.rt.now();
         while let Some(action) = self.monitor.poll_action(now) {
             match action {
-                Action::Poll { id, deadline, reconnect, query } => self.start(id, deadline, reconnect, query),
+                Action::Poll { id, deadline, connect_deadline, reconnect, query } => {
+                    self.start(id, Deadlines { poll: deadline, connect: connect_deadline }, reconnect, query)
+                }
             }
         }
         // Publish before logging: a client that reacts to a transition line must already get the new answer.
@@ -232,7 +235,7 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
     }
 
     /// Starts one iteration as its own task; its result comes back through the completion channel.
-    fn start(&mut self, id: PollId, deadline: Instant, reconnect: bool, query: PollQuery) {
+    fn start(&mut self, id: PollId, deadlines: Deadlines, reconnect: bool, query: PollQuery) {
         let started = self.rt.now();
         let Some(slot) = self.hosts.get_mut(id.host) else {
             // The monitor only names configured hosts; answer anyway so it never waits for this iteration.
@@ -255,7 +258,7 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
                 let _ = stop.recv().await;
                 None
             };
-            let work = async { Some(poll::iterate(&rt, &target, session, query, deadline).await) };
+            let work = async { Some(poll::iterate(&rt, &target, session, query, deadlines).await) };
             if let Some((result, session)) = future::or(stopped, work).await {
                 // Unbounded: never waits. It fails only once the driver is gone, and then nobody needs it.
                 let _ = done.try_send(Box::new(Completion { id, started, result, session }));

@@ -19,7 +19,8 @@ pub(crate) struct Target {
     pub(crate) port: u16,
     /// User, password and database.
     pub(crate) login: tokio_postgres::Config,
-    /// `pg_status__connect_timeout`; zero leaves only the iteration deadline.
+    /// `pg_status__connect_timeout`, named in the error when a connection is not open in time (the core
+    /// decides when that is).
     pub(crate) connect_timeout: Duration,
     /// TLS settings (`PGSSL*`).
     pub(crate) tls: PgTls,
@@ -29,11 +30,20 @@ pub(crate) struct Target {
     pub(crate) on_close: OnClose,
 }
 
+/// When an iteration gives up, as the core's poll action says.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadlines {
+    /// The whole iteration's.
+    pub(crate) poll: Instant,
+    /// Opening a connection's, when earlier than `poll`.
+    pub(crate) connect: Option<Instant>,
+}
+
 /// What an iteration produced: the result for the core, and the session when it may be reused.
 pub(crate) type Outcome = (Result<Observation, PollError>, Option<Session>);
 
 /// Runs one iteration on `session` (or a new one when it is `None`) with the poll query's form `query`,
-/// finished or abandoned by `deadline`.
+/// finished or abandoned by its deadlines.
 ///
 /// On any error or timeout the session is dropped, which closes the connection.
 pub(crate) async fn iterate<R: Runtime>(
@@ -41,14 +51,14 @@ pub(crate) async fn iterate<R: Runtime>(
     target: &Target,
     session: Option<Session>,
     query: PollQuery,
-    deadline: Instant,
+    deadlines: Deadlines,
 ) -> Outcome {
     let work = async {
         let session = match session {
             Some(session) => session,
             // Boxed: connecting is rare and its state is large; kept inline, every iteration's task (all
             // in flight at once when many hosts are polled in step) would carry room for it.
-            None => match Box::pin(connect(rt, target, deadline)).await {
+            None => match Box::pin(connect(rt, target, deadlines.connect)).await {
                 Ok(session) => session,
                 Err(error) => return (Err(error), None),
             },
@@ -59,24 +69,18 @@ pub(crate) async fn iterate<R: Runtime>(
         }
     };
     let expired = async {
-        rt.sleep_until(deadline).await;
+        rt.sleep_until(deadlines.poll).await;
         (Err(PollError::timeout()), None)
     };
-    // `or` polls the work first, so an answer that is ready at the deadline still counts.
+    // An answer ready at the deadline is reported as it is; the core decides whether it was in time.
     future::or(work, expired).await
 }
 
-/// Opens a session, bounded by the connect timeout when it ends before the iteration deadline.
-async fn connect<R: Runtime>(rt: &R, target: &Target, deadline: Instant) -> Result<Session, PollError> {
+/// Opens a session, given up at `limit` when there is one (the iteration's deadline bounds it anyway).
+async fn connect<R: Runtime>(rt: &R, target: &Target, limit: Option<Instant>) -> Result<Session, PollError> {
     let open =
         pg::open(rt, &target.host, target.port, &target.login, &target.tls, target.require_auth, &target.on_close);
-    if target.connect_timeout.is_zero() {
-        return open.await;
-    }
-    let limit = rt.now().checked_add(target.connect_timeout).unwrap_or(deadline);
-    if limit >= deadline {
-        return open.await;
-    }
+    let Some(limit) = limit else { return open.await };
     let too_slow = async {
         rt.sleep_until(limit).await;
         Err(PollError::new(

@@ -120,9 +120,9 @@ impl EventLog for SimLog {
 
     fn poll_finished(&mut self, host: &str, id: PollId, elapsed: Duration, result: &Result<Observation, PollError>) {
         let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
-        // The monitor counts a success after the deadline as a timeout; the elapsed time is measured on the
-        // same clock readings it uses (the paused simulated clock does not move within a poll of the driver).
-        let in_time = elapsed <= Duration::from_millis(self.timeout_ms);
+        // In time by the monitor's own definition, on the same clock readings it uses (the paused simulated
+        // clock does not move within a poll of the driver).
+        let in_time = pg_status_core::monitor::in_time(elapsed, Duration::from_millis(self.timeout_ms));
         let index = self.names.iter().position(|n| n == host).unwrap_or(id.host);
         let result = result.clone().map_err(|e| format!("{}: {}", e.kind.as_str(), e.message));
         self.observed.borrow_mut().polls.push(PollRecord { host: index, at_ms: sim_ms(), elapsed_ms, result, in_time });
