@@ -153,6 +153,24 @@ pub enum SslMode {
     VerifyFull,
 }
 
+impl SslMode {
+    /// Every mode, in libpq's order.
+    pub const ALL: [SslMode; 6] =
+        [SslMode::Disable, SslMode::Allow, SslMode::Prefer, SslMode::Require, SslMode::VerifyCa, SslMode::VerifyFull];
+
+    /// libpq's name of the mode, as `PGSSLMODE` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Allow => "allow",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
 /// TLS settings for the connections to PostgreSQL, named as libpq names them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsConfig {
@@ -597,21 +615,11 @@ fn parse_tls(env: &BTreeMap<String, String>) -> Result<TlsConfig, ConfigError> {
     let path = |name: &str| env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty()).map(str::to_owned);
     let mode = match env.get("PGSSLMODE") {
         None => SslMode::Prefer,
-        Some(raw) => match raw.trim() {
-            "disable" => SslMode::Disable,
-            "allow" => SslMode::Allow,
-            "prefer" | "" => SslMode::Prefer,
-            "require" => SslMode::Require,
-            "verify-ca" => SslMode::VerifyCa,
-            "verify-full" => SslMode::VerifyFull,
-            _ => {
-                return Err(invalid(
-                    "PGSSLMODE",
-                    raw,
-                    "expected disable, allow, prefer, require, verify-ca or verify-full",
-                ))
-            }
-        },
+        // An empty value is libpq's default, as if unset.
+        Some(raw) if raw.trim().is_empty() => SslMode::Prefer,
+        Some(raw) => SslMode::ALL.into_iter().find(|m| m.as_str() == raw.trim()).ok_or_else(|| {
+            invalid("PGSSLMODE", raw, "expected disable, allow, prefer, require, verify-ca or verify-full")
+        })?,
     };
     let tls = TlsConfig {
         mode,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use async_io::Timer;
 use event_listener::Event;
 use futures_lite::future;
-use pg_status_core::config::{parse_log_format, Config, LogLevel};
+use pg_status_core::config::{parse_log_format, Config, ConfigError, LogLevel};
 use smol::LocalExecutor;
 
 use crate::driver::Driver;
@@ -217,7 +217,7 @@ pub(crate) fn read_config() -> Result<Config, String> {
         match value {
             Some(value) => vars.push((name.to_owned(), value.to_owned())),
             // Only our own variables matter; other programs' variables may hold any bytes.
-            None if is_ours(name) => return Err(format!("{name}: the value is not valid UTF-8")),
+            None if is_ours(name) => return Err(ConfigError::NotUnicode { var: name.to_owned() }.to_string()),
             None => {}
         }
     }

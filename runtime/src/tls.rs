@@ -67,18 +67,6 @@ pub enum TlsError {
     },
 }
 
-/// libpq's name of a mode.
-pub fn mode_name(mode: SslMode) -> &'static str {
-    match mode {
-        SslMode::Disable => "disable",
-        SslMode::Allow => "allow",
-        SslMode::Prefer => "prefer",
-        SslMode::Require => "require",
-        SslMode::VerifyCa => "verify-ca",
-        SslMode::VerifyFull => "verify-full",
-    }
-}
-
 /// How connections to PostgreSQL use TLS: the mode and, when it may use TLS, the rustls configuration.
 /// Cheap to clone (the configuration is shared).
 #[derive(Clone)]
@@ -92,7 +80,7 @@ pub struct PgTls {
 
 impl std::fmt::Debug for PgTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgTls").field("mode", &mode_name(self.mode)).field("broken", &self.broken).finish()
+        f.debug_struct("PgTls").field("mode", &self.mode.as_str()).field("broken", &self.broken).finish()
     }
 }
 
@@ -109,7 +97,7 @@ impl PgTls {
         let verifier: Arc<dyn ServerCertVerifier> = match (mode, roots) {
             (SslMode::VerifyCa | SslMode::VerifyFull, None) => {
                 return Err(TlsError::Mode {
-                    mode: mode_name(mode),
+                    mode: mode.as_str(),
                     reason: "PGSSLROOTCERT must name a PEM file of trusted root certificates".to_owned(),
                 })
             }
@@ -137,7 +125,7 @@ impl PgTls {
         };
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Mode { mode: mode_name(mode), reason: format!("no TLS version available: {e}") })?
+            .map_err(|e| TlsError::Mode { mode: mode.as_str(), reason: format!("no TLS version available: {e}") })?
             .dangerous()
             .with_custom_certificate_verifier(verifier);
         let client = match (&settings.cert, &settings.key) {
@@ -467,7 +455,7 @@ mod tests {
     fn verifying_modes_need_roots() {
         for mode in [SslMode::VerifyCa, SslMode::VerifyFull] {
             let error = PgTls::load(&settings(mode)).expect_err("refused");
-            assert!(error.to_string().starts_with(&format!("PGSSLMODE=\"{}\": PGSSLROOTCERT", mode_name(mode))));
+            assert!(error.to_string().starts_with(&format!("PGSSLMODE=\"{}\": PGSSLROOTCERT", mode.as_str())));
         }
     }
 
