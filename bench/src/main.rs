@@ -9,6 +9,7 @@
 //!
 //! Run it through `bench/run.sh`, which installs the tools and builds the release binary.
 
+mod episodes;
 mod error;
 mod failover;
 mod fakepg;
@@ -288,6 +289,7 @@ fn run(options: Options) -> Result<Report> {
     }
     if ctx.wants("failover") {
         summary.extend(failover::run(&ctx, &mut report)?);
+        summary.extend(episodes::run(&ctx, &mut report)?);
     }
 
     report.line("## Targets");

@@ -478,6 +478,22 @@ impl Node {
         self.stop_mode("immediate")
     }
 
+    /// Sends the server the stop signal of `mode` (`fast` or `immediate`) and returns at once
+    /// (`pg_ctl stop -W`): a benchmark times what follows from this moment, not from when `pg_ctl` has seen
+    /// the server go (it looks every 100 ms). [`Node::wait_stopped`] waits for the rest.
+    pub fn signal_stop(&self, mode: &str) -> Result<()> {
+        self.drop_client();
+        let mut cmd = self.bins.command("pg_ctl");
+        cmd.arg("-D").arg(&self.data).args(["-m", mode, "-W", "stop"]);
+        run(cmd, || self.log_tail(2000))?;
+        Ok(())
+    }
+
+    /// Waits until the server process has exited.
+    pub fn wait_stopped(&self) -> Result<()> {
+        wait_until(SERVER_TIMEOUT, &format!("{} to stop", self.name), || (!self.is_running()).then_some(()))
+    }
+
     fn stop_mode(&self, mode: &str) -> Result<()> {
         let mut cmd = self.bins.command("pg_ctl");
         cmd.arg("-D").arg(&self.data).args(["-m", mode, "-w", "-t", &SERVER_TIMEOUT.as_secs().to_string(), "stop"]);
