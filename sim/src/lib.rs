@@ -17,3 +17,4 @@ pub mod rng;
 pub mod run;
 pub mod runtime;
 pub mod scenario;
+mod world;

@@ -17,20 +17,21 @@ use pg_status_core::observation::{Observation, Role};
 use pg_status_core::select::Choice;
 
 use crate::model::{Cluster, NodeRole, NodeServer, SharedCluster, PASSWORD, PG_PORT};
-use crate::oracle::{Answers, NodeTruth, Oracle, PollRecord, Truth, Violation};
+use crate::oracle::{Answers, Oracle, PollRecord, Truth, Violation};
 use crate::reader::{self, ReadPlan, ReadRecord, ReadShares};
 use crate::rng::Rng;
 use crate::runtime::TurmoilRuntime;
-use crate::scenario::{self, Action, ScenarioError, Script};
+use crate::scenario::{self, ScenarioError, Script};
+use crate::world::{Link, World};
 
 /// Simulated time per turmoil step. Timers fire at their exact instant within a step; only message delivery
 /// is rounded to steps. Two milliseconds halve the cost of a run against one, at no loss for timeouts of
 /// hundreds of milliseconds.
 pub const TICK_MS: u64 = 2;
 /// The turmoil name of the sidecar.
-const SIDECAR: &str = "sidecar";
+pub(crate) const SIDECAR: &str = "sidecar";
 /// The password a changed node accepts instead of the sidecar's.
-const ROTATED_PASSWORD: &str = "rotated";
+pub(crate) const ROTATED_PASSWORD: &str = "rotated";
 
 /// Why a run could not even start.
 #[derive(Debug, thiserror::Error)]
@@ -153,212 +154,6 @@ fn install_panic_hook() {
             previous(info);
         }));
     });
-}
-
-/// The state of the sidecar's link to one node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Link {
-    Healthy,
-    Partitioned,
-    Held,
-}
-
-struct World<'a> {
-    sim: turmoil::Sim<'a>,
-    cluster: SharedCluster,
-    names: Vec<String>,
-    links: Vec<Link>,
-    latency: Vec<u64>,
-    net_delay_ms: u64,
-    /// When each node was last touched by an action.
-    touched: Vec<u64>,
-}
-
-impl World<'_> {
-    fn apply(&mut self, now: u64, action: &Action) -> bool {
-        let name = |i: usize| self.names[i].clone();
-        let mut c = self.cluster.borrow_mut();
-        let node = match action {
-            Action::Crash(i)
-            | Action::Restart(i)
-            | Action::Promote(i)
-            | Action::Demote(i)
-            | Action::Partition(i)
-            | Action::Repair(i)
-            | Action::Hold(i)
-            | Action::Release(i)
-            | Action::Latency(i, _)
-            | Action::SlowReply(i, _)
-            | Action::PauseReplay(i, _)
-            | Action::Stall(i, _)
-            | Action::WrongPassword(i, _)
-            | Action::Impostor(i, _)
-            | Action::RevokeReceiverView(i, _) => Some(*i),
-            Action::Load(_) | Action::Writing(_) => None,
-        };
-        if let Some(i) = node {
-            if i >= c.nodes.len() {
-                return false;
-            }
-            self.touched[i] = now;
-        }
-        match *action {
-            Action::Crash(i) if c.nodes[i].up => {
-                c.nodes[i].up = false;
-                drop(c);
-                self.sim.crash(name(i));
-            }
-            Action::Restart(i) if !c.nodes[i].up => {
-                c.nodes[i].up = true;
-                c.nodes[i].end_sessions();
-                drop(c);
-                self.sim.bounce(name(i));
-            }
-            Action::Promote(i) if c.nodes[i].up && c.nodes[i].role == NodeRole::Replica => c.promote(i),
-            Action::Demote(i) if c.nodes[i].role == NodeRole::Master => c.demote(i),
-            Action::Partition(i) => {
-                self.links[i] = Link::Partitioned;
-                self.sim.partition(SIDECAR, name(i));
-            }
-            Action::Repair(i) if self.links[i] == Link::Partitioned => {
-                self.links[i] = Link::Healthy;
-                self.sim.repair(SIDECAR, name(i));
-            }
-            Action::Hold(i) if self.links[i] == Link::Healthy => {
-                self.links[i] = Link::Held;
-                self.sim.hold(SIDECAR, name(i));
-            }
-            Action::Release(i) if self.links[i] == Link::Held => {
-                self.links[i] = Link::Healthy;
-                self.sim.release(SIDECAR, name(i));
-            }
-            Action::Latency(i, ms) => {
-                self.latency[i] = ms;
-                if ms > 0 {
-                    self.sim.set_link_latency(SIDECAR, name(i), Duration::from_millis(ms));
-                } else {
-                    // Back to the normal spread: min and max must be lowered in this order (min <= max).
-                    self.sim.set_link_latency(SIDECAR, name(i), Duration::ZERO);
-                    self.sim.set_link_max_message_latency(SIDECAR, name(i), Duration::from_millis(self.net_delay_ms));
-                }
-            }
-            Action::SlowReply(i, ms) => c.nodes[i].slow_reply_ms = ms,
-            Action::PauseReplay(i, on) => c.nodes[i].replay_paused = on,
-            Action::Stall(i, on) => c.nodes[i].stalled = on,
-            Action::WrongPassword(i, on) => {
-                let n = &mut c.nodes[i];
-                n.password = if on { ROTATED_PASSWORD } else { PASSWORD }.to_owned();
-                if on {
-                    n.end_sessions();
-                }
-            }
-            Action::Impostor(i, on) => {
-                let n = &mut c.nodes[i];
-                n.impostor = on;
-                // Whoever took the address over also took the connections: the next poll connects anew.
-                n.end_sessions();
-            }
-            Action::RevokeReceiverView(i, on) => c.nodes[i].receiver_view_revoked = on,
-            Action::Load(f) => c.load = f,
-            Action::Writing(on) => c.writing = on,
-            _ => return false,
-        }
-        true
-    }
-
-    /// The actions that end every fault: the calm phase's healing, as an operator (or Patroni) would do it.
-    fn healing(&self) -> Vec<Action> {
-        let c = self.cluster.borrow();
-        let mut a = vec![Action::Load(1), Action::Writing(true)];
-        for (i, n) in c.nodes.iter().enumerate() {
-            if !n.up {
-                a.push(Action::Restart(i));
-            }
-            match self.links[i] {
-                Link::Partitioned => a.push(Action::Repair(i)),
-                Link::Held => a.push(Action::Release(i)),
-                Link::Healthy => {}
-            }
-            if self.latency[i] > 0 {
-                a.push(Action::Latency(i, 0));
-            }
-            if n.slow_reply_ms > 0 {
-                a.push(Action::SlowReply(i, 0));
-            }
-            if n.replay_paused {
-                a.push(Action::PauseReplay(i, false));
-            }
-            if n.stalled {
-                a.push(Action::Stall(i, false));
-            }
-            if n.password != PASSWORD {
-                a.push(Action::WrongPassword(i, false));
-            }
-            if n.impostor {
-                a.push(Action::Impostor(i, false));
-            }
-            if n.receiver_view_revoked {
-                a.push(Action::RevokeReceiverView(i, false));
-            }
-        }
-        // Exactly one master: the one on the highest timeline stays; without one, the most advanced replica
-        // is promoted.
-        let masters: Vec<usize> = (0..c.nodes.len()).filter(|&i| c.nodes[i].role == NodeRole::Master).collect();
-        let keep = masters.iter().copied().max_by_key(|&i| (c.nodes[i].timeline, std::cmp::Reverse(i)));
-        match keep {
-            Some(k) => a.extend(masters.iter().filter(|&&i| i != k).map(|&i| Action::Demote(i))),
-            None => {
-                let best = (0..c.nodes.len()).max_by_key(|&i| (c.nodes[i].receive_lsn, std::cmp::Reverse(i)));
-                a.extend(best.map(Action::Promote));
-            }
-        }
-        a
-    }
-
-    fn truth(&self, now: u64, answering_since: &mut [u64], timeout_ms: u64) -> Vec<NodeTruth> {
-        let c = self.cluster.borrow();
-        c.nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| {
-                let answering = n.up
-                    && self.links[i] == Link::Healthy
-                    && n.slow_reply_ms == 0
-                    && n.password == PASSWORD
-                    && !n.impostor
-                    && self.latency[i] * 20 <= timeout_ms;
-                // A reply or a link slower than normal but not beyond the deadline may or may not make an
-                // iteration fail (a new connection costs more round trips than a reused one): no claim is
-                // made about such a node either way.
-                // Sessions ended since the sidecar last connected: its next poll on the old session fails, a
-                // failure still to come, so no claim is made until it has connected again.
-                let answering = answering && n.fresh_session;
-                let certain = answering
-                    || !n.up
-                    || self.links[i] != Link::Healthy
-                    || n.password != PASSWORD
-                    || n.impostor
-                    || n.slow_reply_ms >= timeout_ms
-                    || self.latency[i] >= timeout_ms;
-                if !answering {
-                    answering_since[i] = u64::MAX;
-                } else if answering_since[i] == u64::MAX || self.touched[i] > answering_since[i] {
-                    answering_since[i] = now.max(self.touched[i]);
-                }
-                NodeTruth {
-                    answering,
-                    certain,
-                    answering_since_ms: answering_since[i],
-                    role: n.role,
-                    connections: n.connections,
-                    latency_ms: self.latency[i],
-                    timeline: n.timeline,
-                    touched_ms: self.touched[i],
-                    sessions_ended: n.session_epoch,
-                }
-            })
-            .collect()
-    }
 }
 
 fn config(script: &Script, names: &[String]) -> Result<Config, ConfigError> {
@@ -499,223 +294,299 @@ impl Runtime for LateTimers {
 
 /// Runs scenario `name` with `seed` and `options`.
 pub fn run_with(seed: u64, name: &str, options: Options) -> Result<Report, RunError> {
-    let verbose = options.verbose;
     install_panic_hook();
-    let mut script = scenario::build(name, seed)?;
-    if let Some(mode) = options.ssl_mode {
-        script.settings.ssl_mode = mode;
-    }
-    if let Some(policy) = options.split_brain {
-        script.settings.timeline_policy = policy == SplitBrainPolicy::Timeline;
-    }
-    let s = script.settings;
-    let mut rng = Rng::new(seed).fork();
-    let cluster: SharedCluster = Rc::new(RefCell::new(Cluster::new(s.nodes, &mut rng)));
-    let names: Vec<String> = cluster.borrow().nodes.iter().map(|n| n.name.clone()).collect();
-    let config = config(&script, &names)?;
-
-    let mut trace = Vec::new();
-    trace.push(format!("seed {seed}, scenario {}: {}", script.name, s));
-    let mut sim = turmoil::Builder::new()
-        .rng_seed(seed)
-        .tick_duration(Duration::from_millis(TICK_MS))
-        .simulation_duration(Duration::from_millis(script.end_ms + 60_000))
-        .min_message_latency(Duration::ZERO)
-        .max_message_latency(Duration::from_millis(s.net_delay_ms))
-        .build();
-    for (i, n) in names.iter().enumerate() {
-        let cluster = cluster.clone();
-        sim.host(n.as_str(), move || NodeServer::new(cluster.clone(), i).run());
-    }
-    let observed = Rc::new(RefCell::new(Observed::default()));
-    let reads: Rc<RefCell<Vec<ReadRecord>>> = Rc::default();
-    {
-        let observed = observed.clone();
-        let log = SimLog { observed: observed.clone(), names: names.clone(), timeout_ms: s.query_timeout_ms };
-        let (cluster, reads) = (cluster.clone(), reads.clone());
-        let plan = script.reads;
-        sim.client(SIDECAR, async move {
-            let late = Duration::from_millis(options.late_timers_ms);
-            let sidecar = Sidecar { config, log, observed, cluster, plan, reads };
-            if late.is_zero() {
-                sidecar.run(TurmoilRuntime).await;
-            } else {
-                sidecar.run(LateTimers { inner: TurmoilRuntime, late }).await;
-            }
-            Ok(())
-        });
-    }
-
-    let n = names.len();
-    let mut world = World {
-        sim,
-        cluster: cluster.clone(),
-        names: names.clone(),
-        links: vec![Link::Healthy; n],
-        latency: vec![0; n],
-        net_delay_ms: s.net_delay_ms,
-        touched: vec![0; n],
-    };
-    let mut oracle = Oracle::new(names.clone(), s).with_refreshes(script.reads.is_some_and(|r| r.wait_ms > 0));
-    let mut next_action = 0;
-    let mut calm_since = None;
-    let mut answering_since = vec![0u64; n];
-    let mut truth_key: Vec<(bool, bool, NodeRole)> = Vec::new();
-    let mut stable_since = 0;
-    let mut last_snapshot: Option<Arc<Snapshot>> = None;
-    let mut answers = Answers::default();
-    let mut shown = Answers::default();
-    let mut violations_shown = 0;
-    let mut shares = ReadShares::default();
-    let line = |trace: &mut Vec<String>, at: u64, who: &str, text: &str| {
-        trace.push(format!("{at:>7} ms  {who:<9} {text}"));
-    };
+    let mut runner = Runner::new(seed, name, options)?;
     IN_SIM.with(|f| f.set(true));
     PANIC.with(|p| p.borrow_mut().take());
+    while runner.step() {}
+    IN_SIM.with(|f| f.set(false));
+    Ok(runner.finish())
+}
 
-    loop {
-        let now = u64::try_from(world.sim.elapsed().as_millis()).unwrap_or(u64::MAX);
-        if now >= script.end_ms {
-            break;
-        }
-        while let Some((at, action)) = script.actions.get(next_action).filter(|(at, _)| *at <= now) {
-            let _ = at;
-            if world.apply(now, action) {
-                line(&mut trace, now, "cluster", &action.describe(&names));
-            }
-            next_action += 1;
-        }
-        if calm_since.is_none() && now >= script.calm_at_ms {
-            line(&mut trace, now, "cluster", "calm phase: every fault ends, the cluster is healed");
-            for action in world.healing() {
-                if world.apply(now, &action) {
-                    line(&mut trace, now, "cluster", &action.describe(&names));
-                }
-            }
-            calm_since = Some(now);
-        }
-        cluster.borrow_mut().advance(now);
-        if verbose && now % 1000 < TICK_MS {
-            let c = cluster.borrow();
-            let mut text = String::from("state:");
-            for (i, node) in c.nodes.iter().enumerate() {
-                let _ = write!(
-                    text,
-                    " {} {}{} tl{} {}",
-                    node.name,
-                    if node.up { "" } else { "down " },
-                    node.role,
-                    node.timeline,
-                    pg_status_core::lsn::Lsn(node.lsn())
-                );
-                if node.role == NodeRole::Replica {
-                    let _ = write!(text, " (lag {} B)", c.true_lag_bytes(i));
-                }
-                text.push(';');
-            }
-            drop(c);
-            line(&mut trace, now, "cluster", &text);
-        }
+/// One run in progress: the world, the oracle, and what the runner remembers between steps.
+struct Runner<'a> {
+    seed: u64,
+    options: Options,
+    script: Script,
+    names: Vec<String>,
+    cluster: SharedCluster,
+    world: World<'a>,
+    oracle: Oracle,
+    observed: Rc<RefCell<Observed>>,
+    reads: Rc<RefCell<Vec<ReadRecord>>>,
+    trace: Vec<String>,
+    /// The next scenario action to play.
+    next_action: usize,
+    /// When the calm phase began.
+    calm_since: Option<u64>,
+    /// Per node, since when it has answered (see [`World::truth`]).
+    answering_since: Vec<u64>,
+    /// Which nodes answer and their roles, at the last step, and since when that holds.
+    truth_key: Vec<(bool, bool, NodeRole)>,
+    stable_since: u64,
+    last_snapshot: Option<Arc<Snapshot>>,
+    /// The answers at the last snapshot, and the last ones the trace showed.
+    answers: Answers,
+    shown: Answers,
+    violations_shown: usize,
+    shares: ReadShares,
+}
 
-        let stepped = world.sim.step();
-        let now = u64::try_from(world.sim.elapsed().as_millis()).unwrap_or(u64::MAX);
+impl<'a> Runner<'a> {
+    /// Builds the world for scenario `name` with `seed`: the nodes' servers and the sidecar.
+    fn new(seed: u64, name: &str, options: Options) -> Result<Runner<'a>, RunError> {
+        let mut script = scenario::build(name, seed)?;
+        if let Some(mode) = options.ssl_mode {
+            script.settings.ssl_mode = mode;
+        }
+        if let Some(policy) = options.split_brain {
+            script.settings.timeline_policy = policy == SplitBrainPolicy::Timeline;
+        }
+        let s = script.settings;
+        let mut rng = Rng::new(seed).fork();
+        let cluster: SharedCluster = Rc::new(RefCell::new(Cluster::new(s.nodes, &mut rng)));
+        let names: Vec<String> = cluster.borrow().nodes.iter().map(|n| n.name.clone()).collect();
+        let config = config(&script, &names)?;
+        let trace = vec![format!("seed {seed}, scenario {}: {}", script.name, s)];
+        let mut sim = turmoil::Builder::new()
+            .rng_seed(seed)
+            .tick_duration(Duration::from_millis(TICK_MS))
+            .simulation_duration(Duration::from_millis(script.end_ms + 60_000))
+            .min_message_latency(Duration::ZERO)
+            .max_message_latency(Duration::from_millis(s.net_delay_ms))
+            .build();
+        for (i, n) in names.iter().enumerate() {
+            let cluster = cluster.clone();
+            sim.host(n.as_str(), move || NodeServer::new(cluster.clone(), i).run());
+        }
+        let observed = Rc::new(RefCell::new(Observed::default()));
+        let reads: Rc<RefCell<Vec<ReadRecord>>> = Rc::default();
+        {
+            let observed = observed.clone();
+            let log = SimLog { observed: observed.clone(), names: names.clone(), timeout_ms: s.query_timeout_ms };
+            let (cluster, reads) = (cluster.clone(), reads.clone());
+            let plan = script.reads;
+            sim.client(SIDECAR, async move {
+                let late = Duration::from_millis(options.late_timers_ms);
+                let sidecar = Sidecar { config, log, observed, cluster, plan, reads };
+                if late.is_zero() {
+                    sidecar.run(TurmoilRuntime).await;
+                } else {
+                    sidecar.run(LateTimers { inner: TurmoilRuntime, late }).await;
+                }
+                Ok(())
+            });
+        }
+        let n = names.len();
+        let world = World {
+            sim,
+            cluster: cluster.clone(),
+            names: names.clone(),
+            links: vec![Link::Healthy; n],
+            latency: vec![0; n],
+            net_delay_ms: s.net_delay_ms,
+            touched: vec![0; n],
+        };
+        let oracle = Oracle::new(names.clone(), s).with_refreshes(script.reads.is_some_and(|r| r.wait_ms > 0));
+        Ok(Runner {
+            seed,
+            options,
+            script,
+            names,
+            cluster,
+            world,
+            oracle,
+            observed,
+            reads,
+            trace,
+            next_action: 0,
+            calm_since: None,
+            answering_since: vec![0; n],
+            truth_key: Vec::new(),
+            stable_since: 0,
+            last_snapshot: None,
+            answers: Answers::default(),
+            shown: Answers::default(),
+            violations_shown: 0,
+            shares: ReadShares::default(),
+        })
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.world.sim.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn line(&mut self, at: u64, who: &str, text: &str) {
+        self.trace.push(format!("{at:>7} ms  {who:<9} {text}"));
+    }
+
+    /// One turmoil step with everything around it: the scenario's due actions (and the healing when the calm
+    /// phase starts), the cluster model, then the oracle on what the sidecar reported. False once the run
+    /// is over.
+    fn step(&mut self) -> bool {
+        let now = self.now();
+        if now >= self.script.end_ms {
+            return false;
+        }
+        self.play_due(now);
+        self.cluster.borrow_mut().advance(now);
+        if self.options.verbose && now % 1000 < TICK_MS {
+            self.show_state(now);
+        }
+        let stepped = self.world.sim.step();
+        let now = self.now();
         if let Some(message) = PANIC.with(|p| p.borrow_mut().take()) {
-            oracle.external(now, "no input makes the program panic", message);
+            self.oracle.external(now, "no input makes the program panic", message);
         }
         if let Err(e) = stepped {
-            oracle.external(now, "the simulation runs to its end", e.to_string());
-            break;
+            self.oracle.external(now, "the simulation runs to its end", e.to_string());
+            return false;
         }
+        self.check(now);
+        true
+    }
 
+    /// Plays the scenario's actions due at `now`, and heals everything when the calm phase starts.
+    fn play_due(&mut self, now: u64) {
+        while let Some((_, action)) = self.script.actions.get(self.next_action).filter(|(at, _)| *at <= now) {
+            let action = action.clone();
+            if self.world.apply(now, &action) {
+                let text = action.describe(&self.names);
+                self.line(now, "cluster", &text);
+            }
+            self.next_action += 1;
+        }
+        if self.calm_since.is_none() && now >= self.script.calm_at_ms {
+            self.line(now, "cluster", "calm phase: every fault ends, the cluster is healed");
+            for action in self.world.healing() {
+                if self.world.apply(now, &action) {
+                    let text = action.describe(&self.names);
+                    self.line(now, "cluster", &text);
+                }
+            }
+            self.calm_since = Some(now);
+        }
+    }
+
+    /// The cluster's state in one trace line.
+    fn show_state(&mut self, now: u64) {
+        let c = self.cluster.borrow();
+        let mut text = String::from("state:");
+        for (i, node) in c.nodes.iter().enumerate() {
+            let _ = write!(
+                text,
+                " {} {}{} tl{} {}",
+                node.name,
+                if node.up { "" } else { "down " },
+                node.role,
+                node.timeline,
+                pg_status_core::lsn::Lsn(node.lsn())
+            );
+            if node.role == NodeRole::Replica {
+                let _ = write!(text, " (lag {} B)", c.true_lag_bytes(i));
+            }
+            text.push(';');
+        }
+        drop(c);
+        self.line(now, "cluster", &text);
+    }
+
+    /// Hands the oracle what the sidecar reported in the last step (polls, log lines, reads, a new snapshot)
+    /// and the truth, and copies new violations into the trace.
+    fn check(&mut self, now: u64) {
+        let verbose = self.options.verbose;
         let (polls, events, snapshots) = {
-            let mut o = observed.borrow_mut();
+            let mut o = self.observed.borrow_mut();
             (std::mem::take(&mut o.polls), std::mem::take(&mut o.events), o.snapshots.clone())
         };
         for p in &polls {
-            oracle.record(p);
+            self.oracle.record(p);
             if verbose {
-                line(&mut trace, p.at_ms, "poll", &describe_poll(&names, p));
+                let text = describe_poll(&self.names, p);
+                self.line(p.at_ms, "poll", &text);
             }
         }
         for (at, e) in &events {
-            oracle.logged(*at, e);
-            line(&mut trace, *at, "pg-status", e);
+            self.oracle.logged(*at, e);
+            self.line(*at, "pg-status", e);
         }
-        for read in std::mem::take(&mut *reads.borrow_mut()) {
-            oracle.check_read(&read);
-            shares.count(&read);
+        let reads = std::mem::take(&mut *self.reads.borrow_mut());
+        for read in reads {
+            self.oracle.check_read(&read);
+            self.shares.count(&read);
             if verbose {
-                line(&mut trace, read.answered_ms, "client", &describe_read(&names, &read));
+                let text = describe_read(&self.names, &read);
+                self.line(read.answered_ms, "client", &text);
             }
         }
-        let Some(snapshots) = snapshots else { continue };
+        let Some(snapshots) = snapshots else { return };
         let snapshot = snapshots();
-        if last_snapshot.as_ref().is_none_or(|l| !Arc::ptr_eq(l, &snapshot)) {
-            answers = oracle.check_snapshot(now, &snapshot);
-            last_snapshot = Some(snapshot.clone());
-            if answers != shown && snapshot.ready {
+        if self.last_snapshot.as_ref().is_none_or(|l| !Arc::ptr_eq(l, &snapshot)) {
+            self.answers = self.oracle.check_snapshot(now, &snapshot);
+            self.last_snapshot = Some(snapshot.clone());
+            if self.answers != self.shown && snapshot.ready {
                 let show = |a: &Option<String>| a.clone().unwrap_or_else(|| "404".to_owned());
-                line(
-                    &mut trace,
-                    now,
-                    "answer",
-                    &format!("/master -> {}; hosts {}", show(&answers.master), answers.hosts),
-                );
-                shown = answers.clone();
+                let text = format!("/master -> {}; hosts {}", show(&self.answers.master), self.answers.hosts);
+                self.line(now, "answer", &text);
+                self.shown = self.answers.clone();
             }
         }
-
-        let nodes = world.truth(now, &mut answering_since, s.query_timeout_ms);
+        let s = self.script.settings;
+        let nodes = self.world.truth(now, &mut self.answering_since, s.query_timeout_ms);
         let key: Vec<(bool, bool, NodeRole)> = nodes.iter().map(|t| (t.answering, t.certain, t.role)).collect();
-        if key != truth_key {
-            truth_key = key;
-            stable_since = now;
+        if key != self.truth_key {
+            self.truth_key = key;
+            self.stable_since = now;
         }
-        let truth = Truth { nodes, stable_since_ms: stable_since, calm_since_ms: calm_since };
-        let master = answers.master.as_ref().and_then(|m| names.iter().position(|n| n == m));
-        oracle.check_truth(now, &truth, &snapshot, master);
-        for v in &oracle.violations()[violations_shown..] {
-            trace.push(format!("{:>7} ms  VIOLATION {}: {}", v.at_ms, v.invariant, v.detail));
+        let truth = Truth { nodes, stable_since_ms: self.stable_since, calm_since_ms: self.calm_since };
+        let master = self.answers.master.as_ref().and_then(|m| self.names.iter().position(|n| n == m));
+        self.oracle.check_truth(now, &truth, &snapshot, master);
+        for v in &self.oracle.violations()[self.violations_shown..] {
+            self.trace.push(format!("{:>7} ms  VIOLATION {}: {}", v.at_ms, v.invariant, v.detail));
         }
-        violations_shown = oracle.violations().len();
+        self.violations_shown = self.oracle.violations().len();
     }
-    IN_SIM.with(|f| f.set(false));
-    let bound = s.sleep_ms + s.query_timeout_ms;
-    let latencies = oracle.failover_latencies.clone();
-    if !latencies.is_empty() {
-        trace.push(format!(
-            "failover detection latencies: {:?} ms (bound sleep_ms + query_timeout_ms = {bound} ms, plus network delay)",
-            latencies
-        ));
+
+    /// The report: the trace with its summary lines, the violations and the measurements.
+    fn finish(mut self) -> Report {
+        let s = self.script.settings;
+        let bound = s.sleep_ms + s.query_timeout_ms;
+        let latencies = self.oracle.failover_latencies.clone();
+        if !latencies.is_empty() {
+            self.trace.push(format!(
+                "failover detection latencies: {latencies:?} ms (bound sleep_ms + query_timeout_ms = {bound} ms, \
+                 plus network delay)"
+            ));
+        }
+        if !self.oracle.episode_latencies().is_empty() {
+            self.trace.push(format!(
+                "during failover episodes, /master followed the new master after {:?} ms (fast_sleep_ms = {} ms)",
+                self.oracle.episode_latencies(),
+                s.fast_sleep_ms
+            ));
+        }
+        if let Some(plan) = self.script.reads {
+            self.trace.push(format!(
+                "read-your-writes with wait_ms={}: {} requests, {:.1}% answered by a replica ({:.1}% without \
+                 waiting), longest wait {} ms",
+                plan.wait_ms,
+                self.shares.requests,
+                self.shares.replica_percent(),
+                self.shares.at_once_percent(),
+                self.shares.longest_ms
+            ));
+        }
+        Report {
+            seed: self.seed,
+            scenario: self.script.name.clone(),
+            trace: self.trace,
+            violations: self.oracle.violations().to_vec(),
+            failover_latencies: latencies,
+            failover_bound_ms: bound,
+            late_timers_ms: self.options.late_timers_ms,
+            ssl_mode: self.options.ssl_mode,
+            split_brain: self.options.split_brain,
+            reads: self.script.reads.map(|_| self.shares),
+        }
     }
-    if !oracle.episode_latencies().is_empty() {
-        trace.push(format!(
-            "during failover episodes, /master followed the new master after {:?} ms (fast_sleep_ms = {} ms)",
-            oracle.episode_latencies(),
-            s.fast_sleep_ms
-        ));
-    }
-    if let Some(plan) = script.reads {
-        trace.push(format!(
-            "read-your-writes with wait_ms={}: {} requests, {:.1}% answered by a replica ({:.1}% without waiting), \
-             longest wait {} ms",
-            plan.wait_ms,
-            shares.requests,
-            shares.replica_percent(),
-            shares.at_once_percent(),
-            shares.longest_ms
-        ));
-    }
-    Ok(Report {
-        seed,
-        scenario: script.name,
-        trace,
-        violations: oracle.violations().to_vec(),
-        failover_latencies: latencies,
-        failover_bound_ms: bound,
-        late_timers_ms: options.late_timers_ms,
-        ssl_mode: options.ssl_mode,
-        split_brain: options.split_brain,
-        reads: script.reads.map(|_| shares),
-    })
 }
