@@ -502,7 +502,7 @@ pub fn run_with(seed: u64, name: &str, options: Options) -> Result<Report, RunEr
         script.settings.ssl_mode = mode;
     }
     if let Some(policy) = options.split_brain {
-        script.settings.timeline_policy = policy == SplitBrainPolicy::Timeline;
+        script.settings.policy = policy;
     }
     let s = script.settings;
     let mut rng = Rng::new(seed).fork();
