@@ -852,6 +852,20 @@ mod tests {
     }
 
     #[test]
+    fn a_master_named_while_two_claim_it_is_caught_when_refusing() {
+        // The monitor runs with host order and names db1 while both claim master; refusing, that is wrong.
+        let (mut oracle, snapshot) = feed(2, &[(0, Ok(master(100))), (1, Ok(master(200)))]);
+        assert_eq!(snapshot.master, Some(0));
+        oracle.settings.policy = SplitBrainPolicy::Refuse;
+        oracle.check_snapshot(10, &snapshot);
+        assert!(
+            oracle.violations().iter().any(|v| v.invariant.starts_with("refusing a split brain")),
+            "{:?}",
+            oracle.violations()
+        );
+    }
+
+    #[test]
     fn a_wrong_failure_count_is_caught() {
         let (mut oracle, snapshot) = feed(3, &[(0, Ok(master(100))), (1, Ok(replica(100))), (1, fail()), (1, fail())]);
         oracle.check_snapshot(10, &snapshot);
