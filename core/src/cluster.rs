@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use crate::config::SplitBrainPolicy;
+use crate::config::{ReplicaFallback, SplitBrainPolicy};
 use crate::lsn::Lsn;
 use crate::observation::{Observation, Role};
 
@@ -27,9 +27,11 @@ pub enum Health {
 pub struct HostName {
     /// The host as written in `pg_status__hosts`.
     pub name: Arc<str>,
-    /// The JSON answer naming it, `{"host": "<name>", "dc": .., "geo": ..}`, built once so answers need not
-    /// allocate.
+    /// The JSON answer naming it, `{"host": "<name>", "dc": .., "geo": .., "port": ..}`, built once so answers
+    /// need not allocate.
     pub json: Arc<str>,
+    /// The port pg-status polls it on, which is the one clients connect to.
+    pub port: u16,
     /// Its data centre, when locality by DC is configured.
     pub dc: Option<Arc<str>>,
     /// Its region, when locality by geo is configured.
@@ -90,6 +92,8 @@ pub struct Settings {
     pub split_brain: SplitBrainPolicy,
     /// The largest `wait_ms` a request may ask for, in milliseconds.
     pub max_wait_ms: u64,
+    /// What replica routes answer when no replica qualifies, unless a request says otherwise.
+    pub replica_fallback: ReplicaFallback,
 }
 
 /// Everything a request handler needs, consistent across hosts, never mutated once published.
@@ -197,6 +201,20 @@ impl Snapshot {
             .map(|(i, _)| i)
     }
 
+    /// Under `pg_status__split_brain=refuse`, the hosts whose claims leave no master, in host order; empty
+    /// otherwise, and while at most one healthy host claims master.
+    pub fn refused_claimants(&self) -> Vec<usize> {
+        if self.settings.split_brain != SplitBrainPolicy::Refuse || self.master.is_some() {
+            return Vec::new();
+        }
+        let claimants: Vec<usize> = self.claimed_masters().collect();
+        if claimants.len() > 1 {
+            claimants
+        } else {
+            Vec::new()
+        }
+    }
+
     /// The `/hosts` JSON document, rendered on first use and kept for the snapshot's lifetime.
     pub fn hosts_json(&self) -> Arc<str> {
         self.hosts_json
@@ -232,13 +250,17 @@ fn elect_master(hosts: &[HostInput<'_>], policy: SplitBrainPolicy) -> Option<usi
     };
     let pick = |health: Health| -> Option<usize> {
         match policy {
-            SplitBrainPolicy::HostOrder => claims(health).map(|(i, _)| i).next(),
+            SplitBrainPolicy::HostOrder | SplitBrainPolicy::Refuse => claims(health).map(|(i, _)| i).next(),
             // Highest timeline wins; `min_by_key` on the reversed key keeps the first host among equals.
             SplitBrainPolicy::Timeline => {
                 claims(health).min_by_key(|(_, h)| std::cmp::Reverse(h.last.and_then(|o| o.timeline))).map(|(i, _)| i)
             }
         }
     };
+    // Refusing, two healthy claims leave no master at all: not even a possibly dead one stands in.
+    if policy == SplitBrainPolicy::Refuse && claims(Health::Alive).nth(1).is_some() {
+        return None;
+    }
     pick(Health::Alive).or_else(|| pick(Health::PossiblyDead))
 }
 
@@ -366,6 +388,8 @@ fn write_host_json(out: &mut String, h: &HostStatus, with_name: bool) {
     push_opt_str(out, h.id.dc.as_deref());
     out.push_str(", \"geo\": ");
     push_opt_str(out, h.id.geo.as_deref());
+    // Writing to a String cannot fail.
+    let _ = write!(out, ", \"port\": {}", h.id.port);
     out.push_str(", \"master\": ");
     out.push_str(if h.role == Some(Role::Master) { "true" } else { "false" });
     out.push_str(", \"alive\": ");
@@ -397,6 +421,7 @@ impl HostName {
     /// Builds a host's fixed facts; `current_dc` / `current_geo` are this instance's own locality.
     pub fn new(
         name: &str,
+        port: u16,
         dc: Option<&str>,
         geo: Option<&str>,
         current_dc: Option<&str>,
@@ -409,10 +434,12 @@ impl HostName {
         push_opt_str(&mut json, dc);
         json.push_str(", \"geo\": ");
         push_opt_str(&mut json, geo);
-        json.push('}');
+        // Writing to a String cannot fail.
+        let _ = write!(json, ", \"port\": {port}}}");
         HostName {
             name: name.into(),
             json: json.into(),
+            port,
             dc: dc.map(Into::into),
             geo: geo.map(Into::into),
             local_dc: current_dc.is_some() && dc == current_dc,
@@ -434,6 +461,7 @@ mod tests {
             locality_geo: false,
             split_brain: SplitBrainPolicy::HostOrder,
             max_wait_ms: 1000,
+            replica_fallback: ReplicaFallback::Master,
         }
     }
 
@@ -464,7 +492,7 @@ mod tests {
     }
 
     fn ids(n: usize) -> Vec<Arc<HostName>> {
-        (0..n).map(|i| Arc::new(HostName::new(&format!("h{i}"), None, None, None, None))).collect()
+        (0..n).map(|i| Arc::new(HostName::new(&format!("h{i}"), 5432, None, None, None, None))).collect()
     }
 
     #[test]
@@ -542,6 +570,33 @@ mod tests {
     }
 
     #[test]
+    fn refusing_a_split_brain_elects_nobody_while_two_healthy_hosts_claim_master() {
+        let ids = ids(3);
+        let (old, new, r) = (master(100, 1), master(50, 2), replica(50, 50, 0));
+        let mut s = settings();
+        s.split_brain = SplitBrainPolicy::Refuse;
+        let two = [
+            HostInput { id: &ids[0], health: Health::Alive, last: Some(&old) },
+            HostInput { id: &ids[1], health: Health::Alive, last: Some(&r) },
+            HostInput { id: &ids[2], health: Health::Alive, last: Some(&new) },
+        ];
+        let snap = Snapshot::derive(true, &two, s);
+        assert_eq!((snap.master, snap.refused_claimants()), (None, vec![0, 2]));
+        // One healthy claim and one possibly dead: no split brain, the healthy one is master.
+        let one = [
+            HostInput { id: &ids[0], health: Health::PossiblyDead, last: Some(&old) },
+            HostInput { id: &ids[1], health: Health::Alive, last: Some(&r) },
+            HostInput { id: &ids[2], health: Health::Alive, last: Some(&new) },
+        ];
+        let snap = Snapshot::derive(true, &one, s);
+        assert_eq!((snap.master, snap.refused_claimants()), (Some(2), vec![]));
+        // The same two claims under host order elect the first and refuse nothing.
+        s.split_brain = SplitBrainPolicy::HostOrder;
+        let snap = Snapshot::derive(true, &two, s);
+        assert_eq!((snap.master, snap.refused_claimants()), (Some(0), vec![]));
+    }
+
+    #[test]
     fn hosts_json_keeps_the_spec_field_order_and_nulls_for_dead_hosts() {
         let ids = ids(2);
         let m = master(0x300_0060, 1);
@@ -560,6 +615,7 @@ mod tests {
             "\"host\"",
             "\"dc\"",
             "\"geo\"",
+            "\"port\"",
             "\"master\"",
             "\"alive\"",
             "\"possible_dead\"",

@@ -121,18 +121,46 @@ pub enum SplitBrainPolicy {
     HostOrder,
     /// The master on the highest timeline; host order breaks ties.
     Timeline,
+    /// No master while more than one healthy host claims it: writes fail closed instead of going to either.
+    Refuse,
 }
 
 impl SplitBrainPolicy {
     /// Every policy, in the order the documentation lists them.
-    pub const ALL: [SplitBrainPolicy; 2] = [SplitBrainPolicy::HostOrder, SplitBrainPolicy::Timeline];
+    pub const ALL: [SplitBrainPolicy; 3] =
+        [SplitBrainPolicy::HostOrder, SplitBrainPolicy::Timeline, SplitBrainPolicy::Refuse];
 
     /// The policy's value in `pg_status__split_brain`.
     pub fn as_str(self) -> &'static str {
         match self {
             SplitBrainPolicy::HostOrder => "host_order",
             SplitBrainPolicy::Timeline => "timeline",
+            SplitBrainPolicy::Refuse => "refuse",
         }
+    }
+}
+
+/// What a replica route answers when no replica qualifies (`pg_status__replica_fallback`, `fallback=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaFallback {
+    /// The master (the upstream behaviour).
+    Master,
+    /// Nothing: 404, for reads that must never land on the master.
+    None,
+}
+
+impl ReplicaFallback {
+    /// The value that selects it, in `pg_status__replica_fallback` and the `fallback` parameter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplicaFallback::Master => "master",
+            ReplicaFallback::None => "none",
+        }
+    }
+
+    /// The fallback `value` names; `None` for anything else.
+    pub fn from_name(value: &[u8]) -> Option<ReplicaFallback> {
+        [ReplicaFallback::Master, ReplicaFallback::None].into_iter().find(|f| f.as_str().as_bytes() == value)
     }
 }
 
@@ -228,6 +256,8 @@ pub struct Config {
     pub split_brain: SplitBrainPolicy,
     /// `pg_status__max_wait_ms`: the largest `wait_ms` a request may ask for.
     pub max_wait: Duration,
+    /// `pg_status__replica_fallback`: what replica routes answer when no replica qualifies.
+    pub replica_fallback: ReplicaFallback,
     /// This instance's data centre, when locality by DC is in use.
     pub current_dc: Option<String>,
     /// This instance's region, when locality by geo is in use.
@@ -262,6 +292,7 @@ impl std::fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field("split_brain", &self.split_brain)
             .field("max_wait", &self.max_wait)
+            .field("replica_fallback", &self.replica_fallback)
             .field("current_dc", &self.current_dc)
             .field("current_geo", &self.current_geo)
             .field("tls", &self.tls)
@@ -294,6 +325,7 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "pg_status__log_format",
     "pg_status__split_brain",
     "pg_status__max_wait_ms",
+    "pg_status__replica_fallback",
     "pg_status__hosts_dc",
     "pg_status__hosts_geo",
     "pg_status__current_dc",
@@ -405,6 +437,7 @@ impl Config {
             log_format: parse_log_format(get("pg_status__log_format"))?,
             split_brain: parse_split_brain(get("pg_status__split_brain"))?,
             max_wait: parse_max_wait(get("pg_status__max_wait_ms"))?,
+            replica_fallback: parse_replica_fallback(get("pg_status__replica_fallback"))?,
             current_dc,
             current_geo,
             tls: parse_tls(env)?,
@@ -608,7 +641,13 @@ fn parse_split_brain(value: Option<&str>) -> Result<SplitBrainPolicy, ConfigErro
     SplitBrainPolicy::ALL
         .into_iter()
         .find(|p| p.as_str() == wanted)
-        .ok_or_else(|| invalid("pg_status__split_brain", raw, "expected host_order or timeline"))
+        .ok_or_else(|| invalid("pg_status__split_brain", raw, "expected host_order, timeline or refuse"))
+}
+
+fn parse_replica_fallback(value: Option<&str>) -> Result<ReplicaFallback, ConfigError> {
+    let Some(raw) = value else { return Ok(ReplicaFallback::Master) };
+    ReplicaFallback::from_name(raw.trim().to_ascii_lowercase().as_bytes())
+        .ok_or_else(|| invalid("pg_status__replica_fallback", raw, "expected master or none"))
 }
 
 fn parse_tls(env: &BTreeMap<String, String>) -> Result<TlsConfig, ConfigError> {
@@ -736,6 +775,7 @@ mod tests {
         assert_eq!(c.http_port, 8000);
         assert_eq!(c.listen, ListenAddress::Ip(IpAddr::from([0, 0, 0, 0])));
         assert_eq!(c.split_brain, SplitBrainPolicy::HostOrder);
+        assert_eq!(c.replica_fallback, ReplicaFallback::Master);
         assert_eq!(c.tls.mode, SslMode::Prefer);
         assert!(c.warnings.is_empty());
     }
@@ -793,6 +833,7 @@ mod tests {
             (vec![("pg_status__hosts", "a"), ("pg_status__http_host", "localhost")], "pg_status__http_host"),
             (vec![("pg_status__hosts", "a"), ("pg_status__log_level", "loud")], "pg_status__log_level"),
             (vec![("pg_status__hosts", "a"), ("pg_status__split_brain", "random")], "pg_status__split_brain"),
+            (vec![("pg_status__hosts", "a"), ("pg_status__replica_fallback", "replica")], "expected master or none"),
             (vec![("pg_status__hosts", "a"), ("PGSSLMODE", "sometimes")], "PGSSLMODE"),
             (vec![("pg_status__hosts", "a"), ("PGSSLCERT", "/c.pem")], "PGSSLKEY must be given together"),
             (vec![("pg_status__hosts", "a"), ("pg_status__current_dc_env", "1BAD")], "pg_status__current_dc_env"),

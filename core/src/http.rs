@@ -1,15 +1,16 @@
 //! The pure request handler: `(snapshot, cursor, method, target, Accept) -> Response` (DESIGN 0, 5-7).
 //!
 //! The HTTP server, the simulation and the fuzzer all call [`handle`]; it never blocks, never panics, and
-//! answers the hot routes without allocating beyond reference-count increments.
+//! answers the hot routes without allocating beyond reference-count increments. The round-robin cursor is
+//! the caller's: it passes the same one to every request, one request at a time.
 
-use std::sync::atomic::AtomicUsize;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
-use crate::cluster::Snapshot;
-use crate::config::SplitBrainPolicy;
+use crate::cluster::{push_json_str, Snapshot};
+use crate::config::{ReplicaFallback, SplitBrainPolicy};
 use crate::lsn::Lsn;
-use crate::select::{select, Choice, Filter, Pick};
+use crate::select::{self, candidates, select, Choice, Cursor, Filter, Pick, Refusal, Rejection};
 
 /// The crate version, answered by `/version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -85,6 +86,8 @@ pub enum Route {
     SyncByTimeAndBytes,
     /// `/most_sync_by_bytes`.
     MostSyncByBytes,
+    /// `/replicas`: every qualifying replica, in preference order.
+    Replicas,
     /// `/hosts`.
     Hosts,
     /// `/status`.
@@ -99,7 +102,7 @@ pub enum Route {
 
 impl Route {
     /// Every route, for metrics and tests.
-    pub const ALL: [Route; 12] = [
+    pub const ALL: [Route; 13] = [
         Route::Master,
         Route::Replica,
         Route::SyncByTime,
@@ -107,6 +110,7 @@ impl Route {
         Route::SyncByTimeOrBytes,
         Route::SyncByTimeAndBytes,
         Route::MostSyncByBytes,
+        Route::Replicas,
         Route::Hosts,
         Route::Status,
         Route::Version,
@@ -124,6 +128,7 @@ impl Route {
             "/sync_by_time_or_bytes" => Route::SyncByTimeOrBytes,
             "/sync_by_time_and_bytes" => Route::SyncByTimeAndBytes,
             "/most_sync_by_bytes" => Route::MostSyncByBytes,
+            "/replicas" => Route::Replicas,
             "/hosts" => Route::Hosts,
             "/status" => Route::Status,
             "/version" => Route::Version,
@@ -143,6 +148,7 @@ impl Route {
             Route::SyncByTimeOrBytes => "/sync_by_time_or_bytes",
             Route::SyncByTimeAndBytes => "/sync_by_time_and_bytes",
             Route::MostSyncByBytes => "/most_sync_by_bytes",
+            Route::Replicas => "/replicas",
             Route::Hosts => "/hosts",
             Route::Status => "/status",
             Route::Version => "/version",
@@ -164,6 +170,7 @@ impl Route {
                 | Route::SyncByTimeOrBytes
                 | Route::SyncByTimeAndBytes
                 | Route::MostSyncByBytes
+                | Route::Replicas
         )
     }
 }
@@ -173,8 +180,20 @@ const INVALID_LAG_MS: &str = r#"{"error_text": "Invalid lag_ms"}"#;
 const INVALID_LAG_BYTES: &str = r#"{"error_text": "Invalid lag_bytes"}"#;
 const INVALID_MIN_LSN: &str = r#"{"error_text": "Invalid min_lsn"}"#;
 const INVALID_WAIT_MS: &str = r#"{"error_text": "Invalid wait_ms"}"#;
+const INVALID_FALLBACK: &str = r#"{"error_text": "Invalid fallback"}"#;
 const NO_HOST_PARAM: &str = r#"{"error_text": "Get parameter 'host' wasn't passed"}"#;
-const HOST_NULL: &str = r#"{"host": null, "dc": null, "geo": null}"#;
+const HOST_NULL: &str = r#"{"host": null, "dc": null, "geo": null, "port": null}"#;
+
+/// What a selection request wants to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wanted {
+    /// One host to use (the replica routes).
+    One,
+    /// Whether this host, by index, is what the route accepts (`host=`: a per-host health check).
+    Check(usize),
+    /// Every qualifying replica in preference order (`/replicas`).
+    List,
+}
 
 /// A selection request, validated and ready to be answered (possibly more than once while it waits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,6 +209,10 @@ pub struct Selection {
     /// How long the caller is willing to wait for a replica that satisfies `min_lsn`, in milliseconds
     /// (already capped by `pg_status__max_wait_ms`; 0 when not asked for or without `min_lsn`).
     pub wait_ms: u64,
+    /// Whether to answer with the master when no replica qualifies.
+    pub fallback: ReplicaFallback,
+    /// One host, a per-host check, or the list.
+    pub wanted: Wanted,
 }
 
 /// What a request needs: an answer now, or a selection that the runtime may hold while replicas catch up.
@@ -202,26 +225,40 @@ pub enum Prepared {
 }
 
 impl Selection {
-    /// Chooses the host and renders the answer.
-    pub fn answer(&self, snapshot: &Snapshot, cursor: &AtomicUsize) -> (Choice, Response) {
-        let choice = select(snapshot, &self.filter, self.pick, cursor);
-        (choice, host_answer(snapshot, choice.host(), self.json))
+    /// Chooses the host (or checks it, or lists the candidates) and renders the answer. The choice is the
+    /// host answered: for a check, the checked host when it passes; for a list, its first entry.
+    pub fn answer(&self, snapshot: &Snapshot, cursor: &mut Cursor) -> (Choice, Response) {
+        match self.wanted {
+            Wanted::One => {
+                let choice = select(snapshot, &self.filter, self.pick, self.fallback, cursor);
+                (choice, host_answer(snapshot, choice.host(), self.json))
+            }
+            Wanted::Check(i) => match select::check(snapshot, &self.filter, i) {
+                Ok(()) => (Choice::Replica(i), host_answer(snapshot, Some(i), self.json)),
+                Err(refusal) => (Choice::Nothing, refused(snapshot, i, refusal)),
+            },
+            Wanted::List => {
+                let list = candidates(snapshot, &self.filter, cursor);
+                let choice = list.first().map_or(Choice::Nothing, |&i| Choice::Replica(i));
+                (choice, list_answer(snapshot, &list, self.json))
+            }
+        }
     }
 
-    /// Whether a replica satisfies the request in `snapshot` (so a waiting request can be answered).
+    /// Whether a replica satisfies the request in `snapshot` (so a waiting request can be answered); for a
+    /// per-host check, whether that host passes.
     pub fn satisfied(&self, snapshot: &Snapshot) -> bool {
-        snapshot.hosts.iter().any(|h| h.alive() && h.is_replica() && self.filter.accepts(h))
+        match self.wanted {
+            Wanted::Check(i) => select::check(snapshot, &self.filter, i).is_ok(),
+            Wanted::One | Wanted::List => {
+                snapshot.hosts.iter().any(|h| h.alive() && h.is_replica() && self.filter.accepts(h))
+            }
+        }
     }
 }
 
 /// Answers a request in full, without waiting (DESIGN 0 and 5-7).
-pub fn handle(
-    snapshot: &Snapshot,
-    cursor: &AtomicUsize,
-    method: &str,
-    target: &str,
-    accept: Option<&[u8]>,
-) -> Response {
+pub fn handle(snapshot: &Snapshot, cursor: &mut Cursor, method: &str, target: &str, accept: Option<&[u8]>) -> Response {
     match prepare(snapshot, method, target, accept) {
         Prepared::Respond(response) => response,
         Prepared::Select(selection) => selection.answer(snapshot, cursor).1,
@@ -255,7 +292,7 @@ pub fn prepare(snapshot: &Snapshot, method: &str, target: &str, accept: Option<&
         }
         Route::Version => respond(Response::new(200, TEXT, Body::Static(VERSION))),
         Route::Hosts => respond(Response::new(200, JSON, Body::Shared(snapshot.hosts_json()))),
-        Route::Master => respond(host_answer(snapshot, snapshot.master, json)),
+        Route::Master => respond(master(snapshot, query, json)),
         Route::Status => respond(status(snapshot, query)),
         _ => match selection(snapshot, route, query, json) {
             Ok(selection) => Prepared::Select(selection),
@@ -264,12 +301,75 @@ pub fn prepare(snapshot: &Snapshot, method: &str, target: &str, accept: Option<&
     }
 }
 
+/// `/master`, or with `host=` the check whether that host is the master; under
+/// `pg_status__split_brain=refuse`, 503 naming the claimants while more than one healthy host claims it.
+fn master(snapshot: &Snapshot, query: &str, json: bool) -> Response {
+    let checked = match param(query, "host") {
+        None => None,
+        Some(name) => match host_index(snapshot, &name) {
+            Some(i) => Some(i),
+            None => return Response::new(404, TEXT, Body::Empty),
+        },
+    };
+    let refused = snapshot.refused_claimants();
+    if !refused.is_empty() {
+        let mut text = String::from("split brain: ");
+        for (k, &i) in refused.iter().enumerate() {
+            if k > 0 {
+                text.push_str(", ");
+            }
+            text.push_str(&snapshot.hosts[i].id.name);
+        }
+        return error_text(503, &text);
+    }
+    match checked {
+        None => host_answer(snapshot, snapshot.master, json),
+        Some(i) if snapshot.master == Some(i) => host_answer(snapshot, Some(i), json),
+        Some(i) => error_text(503, &format!("{} is not the master", snapshot.hosts[i].id.name)),
+    }
+}
+
+/// The index of the monitored host written exactly as `name`.
+fn host_index(snapshot: &Snapshot, name: &[u8]) -> Option<usize> {
+    snapshot.hosts.iter().position(|h| h.id.name.as_bytes() == name)
+}
+
+/// A JSON `{"error_text": ...}` answer with text made for it.
+fn error_text(status: u16, text: &str) -> Response {
+    let mut body = String::with_capacity(text.len() + 20);
+    body.push_str("{\"error_text\": ");
+    push_json_str(&mut body, text);
+    body.push('}');
+    Response::new(status, JSON, Body::Owned(body))
+}
+
+/// The 503 of a per-host check, saying why the host fails it.
+fn refused(snapshot: &Snapshot, i: usize, refusal: Refusal) -> Response {
+    let name = snapshot.hosts.get(i).map_or("?", |h| &*h.id.name);
+    let mut text = String::with_capacity(name.len() + 40);
+    text.push_str(name);
+    // Writing to a String cannot fail.
+    let _ = match refusal {
+        Refusal::Dead | Refusal::Filter(Rejection::Unmeasured) => write!(text, " is dead"),
+        Refusal::PossiblyDead => write!(text, " is possibly dead"),
+        Refusal::NotReplica => write!(text, " is not a replica"),
+        Refusal::Filter(Rejection::LagMs(ms)) => write!(text, " lags {ms} ms"),
+        Refusal::Filter(Rejection::LagBytes(bytes)) => write!(text, " lags {bytes} bytes"),
+        Refusal::Filter(Rejection::LagBoth(ms, bytes)) => write!(text, " lags {ms} ms and {bytes} bytes"),
+        Refusal::Filter(Rejection::Behind(Some(lsn))) => write!(text, " has replayed up to {lsn} only"),
+        Refusal::Filter(Rejection::Behind(None)) => write!(text, " shows no replay position"),
+        Refusal::Filter(Rejection::Timeline(Some(t))) => write!(text, " is on timeline {t}, not the master's"),
+        Refusal::Filter(Rejection::Timeline(None)) => write!(text, " shows no timeline"),
+    };
+    error_text(503, &text)
+}
+
 fn status(snapshot: &Snapshot, query: &str) -> Response {
     let Some(host) = param(query, "host") else {
         return Response::error(400, NO_HOST_PARAM);
     };
-    match snapshot.hosts.iter().find(|h| h.id.name.as_bytes() == host.as_slice()) {
-        Some(h) => Response::new(200, JSON, Body::Owned(snapshot.status_json(h))),
+    match host_index(snapshot, &host) {
+        Some(i) => Response::new(200, JSON, Body::Owned(snapshot.status_json(&snapshot.hosts[i]))),
         None => Response::new(404, TEXT, Body::Empty),
     }
 }
@@ -286,8 +386,20 @@ fn selection(snapshot: &Snapshot, route: Route, query: &str, json: bool) -> Resu
         .transpose()?;
     let wait_ms = number("wait_ms", INVALID_WAIT_MS)?;
     let s = &snapshot.settings;
+    let fallback = match param(query, "fallback") {
+        None => s.replica_fallback,
+        Some(value) => ReplicaFallback::from_name(&value).ok_or_else(|| Response::error(400, INVALID_FALLBACK))?,
+    };
+    let wanted = match (route, param(query, "host")) {
+        (Route::Replicas, _) => Wanted::List,
+        (_, None) => Wanted::One,
+        (_, Some(name)) => match host_index(snapshot, &name) {
+            Some(i) => Wanted::Check(i),
+            None => return Err(Response::new(404, TEXT, Body::Empty)),
+        },
+    };
     let (max_lag_ms, max_lag_bytes, either, pick) = match route {
-        Route::Replica => (lag_ms, lag_bytes, false, Pick::RoundRobin),
+        Route::Replica | Route::Replicas => (lag_ms, lag_bytes, false, Pick::RoundRobin),
         Route::SyncByTime => (Some(lag_ms.unwrap_or(s.sync_max_lag_ms)), None, false, Pick::RoundRobin),
         Route::SyncByBytes => (None, Some(lag_bytes.unwrap_or(s.sync_max_lag_bytes)), false, Pick::RoundRobin),
         Route::SyncByTimeOrBytes | Route::SyncByTimeAndBytes | Route::MostSyncByBytes => (
@@ -308,7 +420,7 @@ fn selection(snapshot: &Snapshot, route: Route, query: &str, json: bool) -> Resu
         _ => None,
     };
     let filter = Filter { max_lag_ms, max_lag_bytes, either, min_lsn, timeline };
-    Ok(Selection { route, filter, pick, json, wait_ms })
+    Ok(Selection { route, filter, pick, json, wait_ms, fallback, wanted })
 }
 
 /// The answer naming a host, or 404 when there is none.
@@ -319,6 +431,28 @@ fn host_answer(snapshot: &Snapshot, host: Option<usize>, json: bool) -> Response
         (None, false) => Response::new(404, TEXT, Body::Empty),
         (None, true) => Response::new(404, JSON, Body::Static(HOST_NULL)),
     }
+}
+
+/// The `/replicas` answer: a JSON array of host objects, or one host name per line.
+fn list_answer(snapshot: &Snapshot, list: &[usize], json: bool) -> Response {
+    let mut out = String::with_capacity(list.len() * 64 + 2);
+    if json {
+        out.push('[');
+        for (k, &i) in list.iter().enumerate() {
+            if k > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(&snapshot.hosts[i].id.json);
+        }
+        out.push(']');
+        return Response::new(200, JSON, Body::Owned(out));
+    }
+    for &i in list {
+        out.push_str(&snapshot.hosts[i].id.name);
+        out.push('\n');
+    }
+    let body = if out.is_empty() { Body::Empty } else { Body::Owned(out) };
+    Response::new(200, TEXT, body)
 }
 
 /// ASCII digits only, fitting in u64.

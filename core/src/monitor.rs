@@ -405,6 +405,7 @@ impl Monitor {
             locality_geo: config.current_geo.is_some(),
             split_brain: config.split_brain,
             max_wait_ms: u64::try_from(config.max_wait.as_millis()).unwrap_or(u64::MAX),
+            replica_fallback: config.replica_fallback,
         };
         let hosts: Vec<HostState> = config
             .hosts
@@ -412,6 +413,7 @@ impl Monitor {
             .map(|h| HostState {
                 id: Arc::new(HostName::new(
                     &h.name,
+                    h.port,
                     h.dc.as_deref(),
                     h.geo.as_deref(),
                     config.current_dc.as_deref(),

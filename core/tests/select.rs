@@ -4,14 +4,12 @@
 
 mod common;
 
-use std::sync::atomic::AtomicUsize;
-
 use common::*;
 use pg_status_core::cluster::{Health, Snapshot};
-use pg_status_core::config::SplitBrainPolicy;
+use pg_status_core::config::{ReplicaFallback, SplitBrainPolicy};
 use pg_status_core::lsn::Lsn;
 use pg_status_core::observation::Role;
-use pg_status_core::select::{select, Choice, Filter, Pick};
+use pg_status_core::select::{candidates as list, check, select, Choice, Filter, Pick};
 use proptest::prelude::*;
 
 fn spec() -> impl Strategy<Value = Spec> {
@@ -97,7 +95,7 @@ proptest! {
         settings.locality_dc = local.is_some();
         let snap = snapshot(&specs, settings, local);
         let pick = if most_sync { Pick::MostSyncByBytes } else { Pick::RoundRobin };
-        let choice = select(&snap, &f, pick, &AtomicUsize::new(cursor));
+        let choice = select(&snap, &f, pick, ReplicaFallback::Master, &mut cursor.clone());
         let healthy = candidates(&snap, &f, Health::Alive);
         let possibly_dead = candidates(&snap, &f, Health::PossiblyDead);
         match choice {
@@ -136,10 +134,10 @@ proptest! {
         let f = Filter::default();
         let set = candidates(&snap, &f, Health::Alive);
         prop_assume!(!set.is_empty());
-        let cursor = AtomicUsize::new(cursor);
+        let mut cursor = cursor;
         let mut counts = vec![0usize; snap.hosts.len()];
         for _ in 0..k {
-            let Choice::Replica(i) = select(&snap, &f, Pick::RoundRobin, &cursor) else {
+            let Choice::Replica(i) = select(&snap, &f, Pick::RoundRobin, ReplicaFallback::Master, &mut cursor) else {
                 return Err(TestCaseError::fail("a healthy replica exists"));
             };
             counts[i] += 1;
@@ -147,6 +145,37 @@ proptest! {
         let m = set.len();
         for &i in &set {
             prop_assert!(counts[i] == k / m || counts[i] == k.div_ceil(m), "{:?} over {:?} in {} requests", counts, set, k);
+        }
+    }
+
+    #[test]
+    fn a_per_host_check_passes_exactly_for_healthy_listed_replicas_and_the_list_heads_the_round_robin(
+        specs in proptest::collection::vec(spec(), 0..7),
+        f in filter(),
+        cursor in 0usize..10,
+        local in proptest::option::of(Just("x")),
+    ) {
+        let mut settings = settings();
+        settings.locality_dc = local.is_some();
+        let snap = snapshot(&specs, settings, local);
+        let mut after_list = cursor;
+        let listed = list(&snap, &f, &mut after_list);
+        let mut expected = candidates(&snap, &f, Health::Alive);
+        expected.extend(candidates(&snap, &f, Health::PossiblyDead));
+        let mut sorted = listed.clone();
+        sorted.sort_unstable();
+        expected.sort_unstable();
+        prop_assert_eq!(&sorted, &expected, "every qualifying replica, once");
+        for i in 0..snap.hosts.len() {
+            let passes = check(&snap, &f, i).is_ok();
+            prop_assert_eq!(passes, listed.contains(&i) && snap.hosts[i].health == Health::Alive, "host {}", i);
+        }
+        let mut after_select = cursor;
+        let choice = select(&snap, &f, Pick::RoundRobin, ReplicaFallback::None, &mut after_select);
+        prop_assert_eq!(choice.host(), listed.first().copied(), "the list starts with /replica's answer");
+        prop_assert_eq!(after_list, after_select, "both move the cursor alike");
+        if let Some(m) = snap.master {
+            prop_assert!(!listed.contains(&m), "the master is never listed");
         }
     }
 
@@ -195,10 +224,10 @@ fn trusting_timelines_min_lsn_counts_only_replicas_on_the_masters_timeline() {
         let mut settings = settings();
         settings.split_brain = policy;
         let snap = snapshot(&specs, settings, None);
-        let cursor = AtomicUsize::new(0);
+        let mut cursor = 0;
         let mut seen: Vec<String> = (0..6)
             .map(|_| {
-                let response = pg_status_core::http::handle(&snap, &cursor, "GET", target, None);
+                let response = pg_status_core::http::handle(&snap, &mut cursor, "GET", target, None);
                 String::from_utf8_lossy(response.body.as_bytes()).into_owned()
             })
             .collect();
@@ -222,8 +251,9 @@ fn round_robin_cycles_in_host_order_from_the_last_answer() {
         .map(|obs| Spec { health: Health::Alive, obs: Some(obs), dc: None })
         .collect();
     let snap = snapshot(&specs, settings(), None);
-    let cursor = AtomicUsize::new(0);
-    let picks: Vec<Option<usize>> =
-        (0..5).map(|_| select(&snap, &Filter::default(), Pick::RoundRobin, &cursor).host()).collect();
+    let mut cursor = 0;
+    let picks: Vec<Option<usize>> = (0..5)
+        .map(|_| select(&snap, &Filter::default(), Pick::RoundRobin, ReplicaFallback::Master, &mut cursor).host())
+        .collect();
     assert_eq!(picks, [Some(1), Some(2), Some(3), Some(1), Some(2)]);
 }

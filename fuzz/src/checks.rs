@@ -9,12 +9,11 @@
 //! std, and must build on the workspace's minimum Rust version.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pg_status_core::cluster::{Health, HostInput, HostName, HostTimes, Settings, Snapshot};
-use pg_status_core::config::{Config, ConfigError, SplitBrainPolicy, KNOWN_VARIABLES};
+use pg_status_core::config::{Config, ConfigError, ReplicaFallback, SplitBrainPolicy, KNOWN_VARIABLES};
 use pg_status_core::http::{self, Prepared, Response};
 use pg_status_core::lsn::Lsn;
 use pg_status_core::observation::{
@@ -473,7 +472,8 @@ fn place(selector: u8) -> Option<&'static str> {
 /// 2. The snapshot, in bytes (missing bytes read as 0; a *number* is a byte below 0xFE, or 0xFE and a
 ///    little-endian u16, or 0xFF and a little-endian u64):
 ///    - flags: bit 0 set = not ready, bit 1 = locality by DC, bit 2 = locality by region, bit 3 = split
-///      brain by timeline;
+///      brain by timeline, bit 4 = refuse a split brain (it wins over bit 3), bit 5 = replica routes do not
+///      fall back to the master by default;
 ///    - numbers: `sync_max_lag_ms`, `sync_max_lag_bytes`, `max_wait_ms`, the round-robin cursor;
 ///    - a byte: bits 0-1 this instance's DC, bits 2-3 its region (0 none, 1-3 "a", "b", "c");
 ///    - a byte: the number of hosts, modulo 9; then for each host:
@@ -511,8 +511,15 @@ pub fn decode_http(data: &[u8]) -> HttpCase {
         sync_max_lag_bytes,
         locality_dc: flags & 2 != 0,
         locality_geo: flags & 4 != 0,
-        split_brain: if flags & 8 != 0 { SplitBrainPolicy::Timeline } else { SplitBrainPolicy::HostOrder },
+        split_brain: if flags & 16 != 0 {
+            SplitBrainPolicy::Refuse
+        } else if flags & 8 != 0 {
+            SplitBrainPolicy::Timeline
+        } else {
+            SplitBrainPolicy::HostOrder
+        },
         max_wait_ms,
+        replica_fallback: if flags & 32 != 0 { ReplicaFallback::None } else { ReplicaFallback::Master },
     };
     // Truncation on 32-bit targets is fine: any cursor value is allowed.
     let cursor = r.number() as usize;
@@ -604,6 +611,9 @@ fn usable(host: &CaseHost) -> Option<&Observation> {
 /// dead one; with the timeline policy, the highest timeline among them (an unknown timeline is lowest),
 /// host order breaking ties.
 fn reference_master(case: &HttpCase) -> Option<usize> {
+    if !refused_claimants(case).is_empty() {
+        return None;
+    }
     let by_timeline = case.settings.split_brain == SplitBrainPolicy::Timeline;
     [Health::Alive, Health::PossiblyDead].iter().find_map(|&health| {
         let mut best: Option<(usize, Option<u32>)> = None;
@@ -621,6 +631,27 @@ fn reference_master(case: &HttpCase) -> Option<usize> {
         }
         best.map(|(i, _)| i)
     })
+}
+
+/// DESIGN 4, `refuse`: the alive hosts that claim master, in host order, when there are two or more and
+/// the policy refuses a split brain; otherwise none.
+fn refused_claimants(case: &HttpCase) -> Vec<usize> {
+    let claims: Vec<usize> = (0..case.hosts.len())
+        .filter(|&i| {
+            let h = &case.hosts[i];
+            h.health == Health::Alive && h.last.as_ref().is_some_and(|o| o.role == Role::Master)
+        })
+        .collect();
+    if case.settings.split_brain == SplitBrainPolicy::Refuse && claims.len() > 1 {
+        claims
+    } else {
+        Vec::new()
+    }
+}
+
+/// The port the case's host `i` is polled on.
+fn case_port(i: usize) -> u16 {
+    5432 + u16::try_from(i).unwrap_or(0)
 }
 
 /// DESIGN 1, 3 and 7: what each host shows. Dead or never seen hosts show no measurement; a master lags
@@ -695,6 +726,12 @@ struct Wanted {
     /// With `min_lsn` under the timeline policy: the elected master's timeline, the only one a replica may
     /// show to be compared with the write.
     timeline: Option<u32>,
+    /// Fall back to the master when no replica qualifies.
+    fallback: bool,
+    /// `host=` on a route that names one host: check that host (by index) instead of choosing.
+    check: Option<usize>,
+    /// `/replicas`: list every candidate.
+    list: bool,
 }
 
 impl Wanted {
@@ -739,8 +776,10 @@ enum Expected {
     Version,
     /// `/hosts`.
     Hosts,
-    /// `/master`.
-    Master,
+    /// `/master`, with the host index of `host=` when given.
+    Master(Option<usize>),
+    /// `host=` naming a host that is not monitored: 404, empty body.
+    UnknownHost,
     /// `/status` with this `host` parameter, if given.
     Status(Option<Vec<u8>>),
     /// 400 with this `error_text`.
@@ -749,7 +788,8 @@ enum Expected {
     Select(Wanted),
 }
 
-const ROUTES: [&str; 12] = [
+const ROUTES: [&str; 13] = [
+    "/replicas",
     "/master",
     "/replica",
     "/sync_by_time",
@@ -829,7 +869,15 @@ fn reference_request(case: &HttpCase) -> Expected {
         "/live" | "/ready" => return Expected::Okay,
         "/version" => return Expected::Version,
         "/hosts" => return Expected::Hosts,
-        "/master" => return Expected::Master,
+        "/master" => {
+            return match query_param(query, "host") {
+                None => Expected::Master(None),
+                Some(name) => match case.hosts.iter().position(|h| h.name.as_bytes() == name.as_slice()) {
+                    Some(i) => Expected::Master(Some(i)),
+                    None => Expected::UnknownHost,
+                },
+            }
+        }
         "/status" => return Expected::Status(query_param(query, "host")),
         _ => {}
     }
@@ -845,9 +893,23 @@ fn reference_request(case: &HttpCase) -> Expected {
     // `wait_ms` (how long a `min_lsn` request may wait for a replica to catch up) is validated last.
     let Ok(wait_ms) = query_number(query, "wait_ms") else { return Expected::Invalid("Invalid wait_ms") };
     let s = &case.settings;
+    let fallback = match query_param(query, "fallback").as_deref() {
+        None => s.replica_fallback == ReplicaFallback::Master,
+        Some(b"master") => true,
+        Some(b"none") => false,
+        Some(_) => return Expected::Invalid("Invalid fallback"),
+    };
+    let list = path == "/replicas";
+    let check = match query_param(query, "host") {
+        Some(name) if !list => match case.hosts.iter().position(|h| h.name.as_bytes() == name.as_slice()) {
+            Some(i) => Some(i),
+            None => return Expected::UnknownHost,
+        },
+        _ => None,
+    };
     let (time, bytes) = (Some(lag_ms.unwrap_or(s.sync_max_lag_ms)), Some(lag_bytes.unwrap_or(s.sync_max_lag_bytes)));
     let (max_lag_ms, max_lag_bytes) = match path {
-        "/replica" => (lag_ms, lag_bytes),
+        "/replica" | "/replicas" => (lag_ms, lag_bytes),
         "/sync_by_time" => (time, None),
         "/sync_by_bytes" => (None, bytes),
         _ => (time, bytes),
@@ -865,6 +927,9 @@ fn reference_request(case: &HttpCase) -> Expected {
             }
             _ => None,
         },
+        fallback,
+        check,
+        list,
     })
 }
 
@@ -968,17 +1033,20 @@ fn answered_host(
         assert_eq!(json_body.is_some(), json, "content type {:?} when JSON is {json}", response.content_type);
     }
     let host = match json_body {
-        Some(Value::Object(map)) if map.len() == 3 => match map.get("host") {
+        Some(Value::Object(map)) if map.len() == 4 => match map.get("host") {
             Some(Value::String(name)) => {
-                let host = hosts.iter().find(|h| h.name == *name).unwrap_or_else(|| panic!("unknown host {name}"));
+                let i = hosts.iter().position(|h| h.name == *name).unwrap_or_else(|| panic!("unknown host {name}"));
+                let host = &hosts[i];
                 let place = [("dc", host.dc), ("geo", host.geo)];
                 for (key, value) in place {
                     assert_eq!(map.get(key), Some(&Value::from(value)), "{key} of {name}: {map:?}");
                 }
+                assert_eq!(map.get("port"), Some(&Value::from(case_port(i))), "port of {name}: {map:?}");
                 Some(name.clone())
             }
             Some(Value::Null) => {
-                assert!(map.get("dc") == Some(&Value::Null) && map.get("geo") == Some(&Value::Null), "{map:?}");
+                let nulls = ["dc", "geo", "port"].iter().all(|k| map.get(*k) == Some(&Value::Null));
+                assert!(nulls, "{map:?}");
                 None
             }
             _ => panic!("not a host answer: {map:?}"),
@@ -998,14 +1066,15 @@ fn error_text(body: &Option<Value>) -> &str {
     body.as_ref().and_then(|b| b.get("error_text")).and_then(Value::as_str).expect("an error without error_text")
 }
 
-/// Checks one host of `/hosts` (with its name) or `/status` (without).
-fn check_host_document(document: &Value, host: &CaseHost, view: &View, with_name: bool) {
+/// Checks one host of `/hosts` (with its name) or `/status` (without); `port` is the one it is polled on.
+fn check_host_document(document: &Value, host: &CaseHost, port: u16, view: &View, with_name: bool) {
     let map = document.as_object().unwrap_or_else(|| panic!("a host document is not an object: {document}"));
     let lsn = view.lsn.map(|l| Value::from(l.to_string()));
     let expected = [
         ("host", with_name.then(|| Value::from(host.name.as_str()))),
         ("dc", Some(Value::from(host.dc))),
         ("geo", Some(Value::from(host.geo))),
+        ("port", Some(Value::from(port))),
         ("master", Some(Value::from(view.role == Some(Role::Master)))),
         ("alive", Some(Value::from(view.role.is_some()))),
         ("possible_dead", Some(Value::from(host.health == Health::PossiblyDead))),
@@ -1032,6 +1101,91 @@ struct RoundRobin {
     from: Vec<usize>,
 }
 
+/// Checks a per-host check's answer: 200 naming host `i` exactly when it `passes` (alive, not possibly dead, a
+/// replica admitted by the filters), else 503 with an `error_text` that starts with its name; no cursor move.
+fn check_per_host(
+    case: &HttpCase,
+    i: usize,
+    passes: bool,
+    response: &Response,
+    json: Option<bool>,
+    cursor: (usize, usize),
+) {
+    assert_eq!(cursor.0, cursor.1, "a per-host check moved the cursor");
+    let body = check_any_response(response);
+    let name = &case.hosts[i].name;
+    if passes {
+        let named = answered_host(&case.hosts, response, body, json);
+        assert_eq!(named.as_deref(), Some(name.as_str()), "a passing per-host check names its host");
+    } else {
+        assert_eq!(response.status, 503, "a failing per-host check of {name:?}");
+        assert!(error_text(&body).starts_with(name.as_str()), "{body:?}");
+    }
+}
+
+/// Checks a `/replicas` answer: every candidate exactly once, healthy before possibly dead, then by locality
+/// (this DC, this region, the rest), each group in host order from the cursor on; the cursor moves past the
+/// first entry, and stays without one.
+fn check_list(
+    case: &HttpCase,
+    views: &[View],
+    wanted: &Wanted,
+    response: &Response,
+    json: Option<bool>,
+    cursor: (usize, usize),
+) {
+    let (before, after) = cursor;
+    let body = check_any_response(response);
+    assert_eq!(response.status, 200, "/replicas");
+    let names: Vec<String> = match body {
+        Some(Value::Array(items)) => {
+            assert_ne!(json, Some(false), "/replicas in JSON without asking");
+            items
+                .iter()
+                .map(|item| {
+                    let one = Response {
+                        status: 200,
+                        content_type: Some(http::JSON),
+                        body: http::Body::Owned(item.to_string()),
+                        allow: None,
+                    };
+                    answered_host(&case.hosts, &one, Some(item.clone()), Some(true)).expect("a listed host is named")
+                })
+                .collect()
+        }
+        Some(other) => panic!("/replicas is not an array: {other}"),
+        None => {
+            assert_ne!(json, Some(true), "/replicas in text when JSON was asked for");
+            let text = std::str::from_utf8(response.body.as_bytes()).unwrap_or_default();
+            assert!(text.is_empty() || text.ends_with('\n'), "{text:?}");
+            text.lines().map(str::to_owned).collect()
+        }
+    };
+    let got: Vec<usize> = names
+        .iter()
+        .map(|name| case.hosts.iter().position(|h| h.name == *name).unwrap_or_else(|| panic!("{name:?}")))
+        .collect();
+    let n = case.hosts.len();
+    let s = &case.settings;
+    let tier = |j: usize| {
+        let h = &case.hosts[j];
+        if s.locality_dc && case.current_dc.is_some() && h.dc == case.current_dc {
+            0
+        } else if s.locality_geo && case.current_geo.is_some() && h.geo == case.current_geo {
+            1
+        } else {
+            2
+        }
+    };
+    let start = if n == 0 { 0 } else { before % (n + 1) % n };
+    let mut expected: Vec<usize> = (0..n)
+        .filter(|&j| matches!(case.hosts[j].health, Health::Alive | Health::PossiblyDead) && wanted.admits(&views[j]))
+        .collect();
+    expected.sort_by_key(|&j| (case.hosts[j].health != Health::Alive, tier(j), (j + n - start) % n));
+    assert_eq!(got, expected, "/replicas from cursor {before}");
+    assert_eq!(after, expected.first().map_or(before, |&j| j + 1), "the cursor after /replicas");
+}
+
 /// Checks a selection answer (DESIGN 5) and the cursor's move; returns the round-robin choice, if any.
 fn check_selection(
     case: &HttpCase,
@@ -1053,7 +1207,9 @@ fn check_selection(
     let candidates = [Health::Alive, Health::PossiblyDead].iter().map(|&h| matching(h)).find(|c| !c.is_empty());
     let Some(name) = named else {
         assert_eq!(candidates, None, "404 although these replicas match");
-        assert_eq!(master, None, "404 although there is a master");
+        if wanted.fallback {
+            assert_eq!(master, None, "404 although there is a master");
+        }
         assert_eq!(after, before, "the cursor moved without a round-robin answer");
         return None;
     };
@@ -1066,6 +1222,7 @@ fn check_selection(
         host.last.is_some()
     );
     let Some(candidates) = candidates else {
+        assert!(wanted.fallback, "{name:?} handed out with fallback=none, but no replica matches");
         assert_eq!(Some(i), master, "{name:?} handed out, but no replica matches and it is not the master");
         assert_eq!(after, before, "the cursor moved on a master answer");
         return None;
@@ -1114,7 +1271,8 @@ pub fn check_http_request(data: &[u8]) {
     let ids: Vec<Arc<HostName>> = case
         .hosts
         .iter()
-        .map(|h| Arc::new(HostName::new(&h.name, h.dc, h.geo, case.current_dc, case.current_geo)))
+        .enumerate()
+        .map(|(i, h)| Arc::new(HostName::new(&h.name, case_port(i), h.dc, h.geo, case.current_dc, case.current_geo)))
         .collect();
     let inputs: Vec<HostInput<'_>> =
         case.hosts.iter().zip(&ids).map(|(h, id)| HostInput { id, health: h.health, last: h.last.as_ref() }).collect();
@@ -1176,10 +1334,10 @@ pub fn check_http_request(data: &[u8]) {
         assert_eq!(http::accepts_json(accept), json, "JSON for Accept: {:?}", String::from_utf8_lossy(accept));
     }
     let expected = reference_request(&case);
-    let cursor = AtomicUsize::new(case.cursor);
+    let mut cursor = case.cursor;
     let prepared = http::prepare(&snapshot, &case.method, &case.target, accept);
-    let response = http::handle(&snapshot, &cursor, &case.method, &case.target, accept);
-    let after = cursor.load(Ordering::Relaxed);
+    let response = http::handle(&snapshot, &mut cursor, &case.method, &case.target, accept);
+    let after = cursor;
 
     let Expected::Select(wanted) = expected else {
         assert_eq!(after, case.cursor, "the cursor moved on {expected:?}");
@@ -1193,7 +1351,19 @@ pub fn check_http_request(data: &[u8]) {
     assert_eq!(selection.wait_ms, wanted.wait_ms, "wait_ms");
     let any_candidate = (0..views.len())
         .any(|i| matches!(case.hosts[i].health, Health::Alive | Health::PossiblyDead) && wanted.admits(&views[i]));
-    assert_eq!(selection.satisfied(&snapshot), any_candidate, "Selection::satisfied");
+    let satisfied = match wanted.check {
+        Some(i) => case.hosts[i].health == Health::Alive && wanted.admits(&views[i]),
+        None => any_candidate,
+    };
+    assert_eq!(selection.satisfied(&snapshot), satisfied, "Selection::satisfied");
+    if let Some(i) = wanted.check {
+        check_per_host(&case, i, satisfied, &response, json, (case.cursor, after));
+        return;
+    }
+    if wanted.list {
+        check_list(&case, &views, &wanted, &response, json, (case.cursor, after));
+        return;
+    }
 
     let Some(first) = check_selection(&case, &views, master, &wanted, &response, json, (case.cursor, after)) else {
         return;
@@ -1203,8 +1373,8 @@ pub fn check_http_request(data: &[u8]) {
     let mut counts = vec![0usize; views.len()];
     let mut before = after;
     for _ in 0..2 * m + 1 {
-        let response = http::handle(&snapshot, &cursor, &case.method, &case.target, accept);
-        let after = cursor.load(Ordering::Relaxed);
+        let response = http::handle(&snapshot, &mut cursor, &case.method, &case.target, accept);
+        let after = cursor;
         let chosen = check_selection(&case, &views, master, &wanted, &response, json, (before, after))
             .expect("a repeated round robin stopped handing out replicas");
         assert_eq!(chosen.from, first.from, "the candidates changed in a stable snapshot");
@@ -1262,13 +1432,31 @@ fn check_plain_route(
             assert_eq!(status, 200, "/hosts");
             let list = body.as_ref().and_then(Value::as_array).expect("/hosts is not a JSON array");
             assert_eq!(list.len(), case.hosts.len(), "/hosts length");
-            for ((document, host), view) in list.iter().zip(&case.hosts).zip(views) {
-                check_host_document(document, host, view, true);
+            for (i, ((document, host), view)) in list.iter().zip(&case.hosts).zip(views).enumerate() {
+                check_host_document(document, host, case_port(i), view, true);
             }
         }
-        Expected::Master => {
-            let named = answered_host(&case.hosts, response, body, json);
-            assert_eq!(named.as_deref(), master.map(|m| case.hosts[m].name.as_str()), "/master");
+        Expected::Master(checked) => {
+            let refused = refused_claimants(case);
+            if !refused.is_empty() {
+                let names: Vec<&str> = refused.iter().map(|&i| case.hosts[i].name.as_str()).collect();
+                assert_eq!(status, 503, "/master in a refused split brain");
+                assert_eq!(error_text(&body), format!("split brain: {}", names.join(", ")));
+                return;
+            }
+            match checked {
+                Some(i) if master != Some(*i) => {
+                    assert_eq!(status, 503, "/master?host= of a host that is not the master");
+                    assert_eq!(error_text(&body), format!("{} is not the master", case.hosts[*i].name));
+                }
+                _ => {
+                    let named = answered_host(&case.hosts, response, body, json);
+                    assert_eq!(named.as_deref(), master.map(|m| case.hosts[m].name.as_str()), "/master");
+                }
+            }
+        }
+        Expected::UnknownHost => {
+            assert_eq!((status, response.body.as_bytes()), (404, &b""[..]), "host= naming an unknown host");
         }
         Expected::Status(None) => {
             assert_eq!(status, 400, "/status without host");
@@ -1278,7 +1466,7 @@ fn check_plain_route(
             Some(i) => {
                 assert_eq!(status, 200, "/status of a host");
                 let document = body.expect("/status answers JSON");
-                check_host_document(&document, &case.hosts[i], &views[i], false);
+                check_host_document(&document, &case.hosts[i], case_port(i), &views[i], false);
             }
             None => assert_eq!((status, response.body.as_bytes()), (404, &b""[..]), "/status of an unknown host"),
         },

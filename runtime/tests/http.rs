@@ -164,7 +164,7 @@ fn keep_alive_serves_many_requests_on_one_connection() {
     }
     stream.write_all(b"GET /replica HTTP/1.1\r\nHost: test\r\nAccept: application/json\r\n\r\n").unwrap();
     let response = &read_responses(&mut stream, 1, false)[0];
-    assert_eq!(response.body, br#"{"host": "db2", "dc": null, "geo": null}"#);
+    assert_eq!(response.body, br#"{"host": "db2", "dc": null, "geo": null, "port": 5432}"#);
     assert_eq!(response.header("content-type"), Some("application/json"));
 }
 

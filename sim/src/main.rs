@@ -26,7 +26,7 @@ struct Args {
 }
 
 const USAGE: &str = "usage: pg-status-sim --seed N [--scenario NAME|all|swarm] [--trace] [--seeds COUNT] \
-                     [--sslmode disable|prefer|allow] [--split-brain host_order|timeline] [--late-timers-ms MS (a deliberately broken runtime, to see a failure)]";
+                     [--sslmode disable|prefer|allow] [--split-brain host_order|timeline|refuse] [--late-timers-ms MS (a deliberately broken runtime, to see a failure)]";
 
 fn parse() -> Result<Args, String> {
     let mut args = Args {
@@ -61,8 +61,9 @@ fn parse() -> Result<Args, String> {
             "--split-brain" => {
                 let policy = value("--split-brain")?;
                 let found = SplitBrainPolicy::ALL.into_iter().find(|p| p.as_str() == policy);
-                args.split_brain =
-                    Some(found.ok_or_else(|| format!("--split-brain: {policy:?} is not host_order or timeline"))?);
+                args.split_brain = Some(
+                    found.ok_or_else(|| format!("--split-brain: {policy:?} is not host_order, timeline or refuse"))?,
+                );
             }
             "--seeds" => args.seeds = Some(value("--seeds")?.parse().map_err(|e| format!("--seeds: {e}"))?),
             "-h" | "--help" => return Err(USAGE.to_owned()),

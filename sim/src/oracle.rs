@@ -6,9 +6,8 @@
 //! decision 3's lag, decision 1's failure counting) and against the cluster model's truth (failover bound,
 //! refresh of healthy hosts, connection count, calm-phase convergence).
 
-use std::sync::atomic::AtomicUsize;
-
 use pg_status_core::cluster::{Health, Snapshot};
+use pg_status_core::config::SplitBrainPolicy;
 use pg_status_core::http::handle;
 use pg_status_core::lsn::Lsn;
 use pg_status_core::monitor::Warning;
@@ -118,7 +117,7 @@ pub struct Oracle {
     settings: Settings,
     hosts: Vec<HostRef>,
     violations: Vec<Violation>,
-    cursor: AtomicUsize,
+    cursor: usize,
     /// The answering master the truth had at the previous step.
     true_master: Option<usize>,
     /// The last answering master the truth had (a master change is timed from one to the next).
@@ -158,7 +157,7 @@ impl Oracle {
             settings,
             hosts,
             violations: Vec::new(),
-            cursor: AtomicUsize::new(0),
+            cursor: 0,
             true_master: None,
             last_true_master: None,
             pending: None,
@@ -267,9 +266,28 @@ impl Oracle {
         self.usable(i).then(|| self.hosts[i].last_ok.as_ref().map(|o| o.role)).flatten()
     }
 
+    /// Hosts whose last poll said master and that have not failed since, in host order.
+    fn healthy_claimants(&self) -> Vec<usize> {
+        (0..self.hosts.len()).filter(|&i| self.role(i) == Some(Role::Master) && self.hosts[i].fails == 0).collect()
+    }
+
+    /// Under `pg_status__split_brain=refuse`, the claimants while more than one healthy host claims master.
+    fn refused_claimants(&self) -> Vec<usize> {
+        let claimants = self.healthy_claimants();
+        if self.settings.policy == SplitBrainPolicy::Refuse && claimants.len() > 1 {
+            claimants
+        } else {
+            Vec::new()
+        }
+    }
+
     /// Decision 4 from the reference: the first healthy master, else the first possibly dead one (with
-    /// `pg_status__split_brain=timeline`, the one on the highest timeline among them, first on ties).
+    /// `pg_status__split_brain=timeline`, the one on the highest timeline among them, first on ties; with
+    /// `refuse`, none while two healthy hosts claim it).
     fn expected_master(&self) -> Option<usize> {
+        if !self.refused_claimants().is_empty() {
+            return None;
+        }
         let timeline = |i: usize| self.hosts[i].last_ok.as_ref().and_then(|o| o.timeline);
         let pick = |healthy: bool| {
             let mut best: Option<usize> = None;
@@ -279,7 +297,7 @@ impl Oracle {
                 }
                 let better = match best {
                     None => true,
-                    Some(b) => self.settings.timeline_policy && timeline(i) > timeline(b),
+                    Some(b) => self.settings.policy == SplitBrainPolicy::Timeline && timeline(i) > timeline(b),
                 };
                 if better {
                     best = Some(i);
@@ -332,7 +350,7 @@ impl Oracle {
 
     /// Asks the handler for `target` and returns the host it names (`None` for 404).
     fn ask(&mut self, at_ms: u64, snapshot: &Snapshot, target: &str) -> Option<usize> {
-        let response = handle(snapshot, &self.cursor, "GET", target, None);
+        let response = handle(snapshot, &mut self.cursor, "GET", target, None);
         match response.status {
             200 => {
                 let name = String::from_utf8_lossy(response.body.as_bytes()).into_owned();
@@ -347,6 +365,22 @@ impl Oracle {
                 self.violate(at_ms, "host routes answer 200 or 404 once ready", format!("{target} -> {status}"));
                 None
             }
+        }
+    }
+
+    /// Names of hosts, comma-separated.
+    fn show_all(&self, hosts: &[usize]) -> String {
+        hosts.iter().map(|&i| self.names[i].as_str()).collect::<Vec<_>>().join(", ")
+    }
+
+    /// Refusing a split brain, `/master` must answer 503 naming every claimant in host order.
+    fn ask_refused(&mut self, at_ms: u64, snapshot: &Snapshot, claimants: &[usize]) {
+        let response = handle(snapshot, &mut self.cursor, "GET", "/master", None);
+        let expected = format!("{{\"error_text\": \"split brain: {}\"}}", self.show_all(claimants));
+        let body = String::from_utf8_lossy(response.body.as_bytes()).into_owned();
+        if response.status != 503 || body != expected {
+            let detail = format!("/master -> {} {body}, expected 503 {expected}", response.status);
+            self.violate(at_ms, "refusing a split brain, no answer names a master while two claim it", detail);
         }
     }
 
@@ -380,7 +414,7 @@ impl Oracle {
             // none) may hold a different history at the same positions, and one rewound since has lost WAL.
             // With pg_status__split_brain=timeline the core hands out only replicas seen on the write's
             // timeline, so there the claim stands for every replica still on it.
-            let timeline_policy = self.settings.timeline_policy;
+            let timeline_policy = self.settings.policy == SplitBrainPolicy::Timeline;
             let same_history = |tl: u32| tl == read.timeline && (timeline_policy || read.seen_timeline == Some(tl));
             if let Some((position, timeline)) = read.true_position.filter(|&(_, tl)| same_history(tl)) {
                 if position < read.min_lsn {
@@ -466,8 +500,15 @@ impl Oracle {
             return Answers::default();
         }
 
-        // /master: decision 4 over hosts whose last successful poll said master.
-        let master = self.ask(at_ms, snapshot, "/master");
+        // /master: decision 4 over hosts whose last successful poll said master; refusing a split brain, 503
+        // naming the claimants.
+        let refused = self.refused_claimants();
+        let master = if refused.is_empty() {
+            self.ask(at_ms, snapshot, "/master")
+        } else {
+            self.ask_refused(at_ms, snapshot, &refused);
+            None
+        };
         let expected = self.expected_master();
         if master != expected {
             let show = |i: Option<usize>| i.map_or("404".to_owned(), |i| self.names[i].clone());
@@ -476,7 +517,7 @@ impl Oracle {
         }
         let master_lsn = expected.and_then(|m| self.hosts[m].last_ok.as_ref()).and_then(|o| o.current_lsn);
         // Trusting timelines, a `min_lsn` compares only with replicas that showed the elected master's timeline.
-        let history = if s.timeline_policy {
+        let history = if s.policy == SplitBrainPolicy::Timeline {
             expected.and_then(|m| self.hosts[m].last_ok.as_ref()).and_then(|o| o.timeline)
         } else {
             None
@@ -551,6 +592,10 @@ impl Oracle {
                     detail,
                 );
             }
+            if let Some(i) = got.filter(|&i| !refused.is_empty() && self.role(i) == Some(Role::Master)) {
+                let detail = format!("{target} -> {} while {} claim master", self.names[i], self.show_all(&refused));
+                self.violate(at_ms, "refusing a split brain, no answer names a master while two claim it", detail);
+            }
             if let Some(i) = got {
                 if !self.usable(i) {
                     let detail = format!("{target} -> {} (dead or never seen alive)", self.names[i]);
@@ -584,7 +629,7 @@ impl Oracle {
     /// `/hosts` must show each host as the reference sees it: alive, master flag and LSN of its last
     /// successful poll while not dead, nulls once dead.
     fn check_hosts_document(&mut self, at_ms: u64, snapshot: &Snapshot) {
-        let response = handle(snapshot, &self.cursor, "GET", "/hosts", None);
+        let response = handle(snapshot, &mut self.cursor, "GET", "/hosts", None);
         let body = String::from_utf8_lossy(response.body.as_bytes()).into_owned();
         for i in 0..self.hosts.len() {
             let key = format!("{{\"host\": \"{}\"", self.names[i]);
@@ -664,11 +709,21 @@ impl Oracle {
         // stable_since + sleep_ms + query_timeout_ms (+ network delay).
         let answering_masters =
             truth.nodes.iter().enumerate().filter(|(_, n)| n.answering && n.role == NodeRole::Master);
-        let true_master = if s.timeline_policy {
+        let true_master = match s.policy {
             // Highest timeline, first on ties: `max_by_key` keeps the last maximum, so reverse the index.
-            answering_masters.max_by_key(|(i, n)| (n.timeline, std::cmp::Reverse(*i))).map(|(i, _)| i)
-        } else {
-            answering_masters.map(|(i, _)| i).next()
+            SplitBrainPolicy::Timeline => {
+                answering_masters.max_by_key(|(i, n)| (n.timeline, std::cmp::Reverse(*i))).map(|(i, _)| i)
+            }
+            SplitBrainPolicy::HostOrder => answering_masters.map(|(i, _)| i).next(),
+            // Refusing, two answering masters are no master at all.
+            SplitBrainPolicy::Refuse => {
+                let all: Vec<usize> = answering_masters.map(|(i, _)| i).collect();
+                if all.len() == 1 {
+                    all.first().copied()
+                } else {
+                    None
+                }
+            }
         };
         // While a node's fate is uncertain there is no claim about who the master must be.
         let certain = truth.nodes.iter().all(|n| n.certain);
@@ -758,7 +813,7 @@ mod tests {
             sync_max_lag_ms: 1000,
             sync_max_lag_bytes: 1000,
             net_delay_ms: 1,
-            timeline_policy: false,
+            policy: SplitBrainPolicy::HostOrder,
             ssl_mode: "disable",
             fast_sleep_ms: 0,
             fast_window_ms: 60_000,
@@ -847,6 +902,20 @@ mod tests {
         let (mut oracle, snapshot) = feed(2, &[(0, Ok(master(100))), (1, Ok(replica(100))), (1, fail())]);
         oracle.check_snapshot(10, &snapshot);
         assert!(oracle.violations().is_empty(), "{:?}", oracle.violations());
+    }
+
+    #[test]
+    fn a_master_named_while_two_claim_it_is_caught_when_refusing() {
+        // The monitor runs with host order and names db1 while both claim master; refusing, that is wrong.
+        let (mut oracle, snapshot) = feed(2, &[(0, Ok(master(100))), (1, Ok(master(200)))]);
+        assert_eq!(snapshot.master, Some(0));
+        oracle.settings.policy = SplitBrainPolicy::Refuse;
+        oracle.check_snapshot(10, &snapshot);
+        assert!(
+            oracle.violations().iter().any(|v| v.invariant.starts_with("refusing a split brain")),
+            "{:?}",
+            oracle.violations()
+        );
     }
 
     #[test]

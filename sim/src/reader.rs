@@ -5,9 +5,8 @@
 //! Each answer is recorded with what pg-status saw and what was true, for the oracle, and with the answer the
 //! same request would have had without waiting, so a run reports how much waiting raised the replica share.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -121,7 +120,7 @@ pub async fn run<C: Clock>(
     now_ms: fn() -> u64,
 ) {
     // One round-robin cursor for every request, as the HTTP front end has.
-    let cursor = Arc::new(AtomicUsize::new(0));
+    let cursor = Rc::new(Cell::new(0usize));
     let every = Duration::from_millis(plan.every_ms.max(1));
     let mut next = clock.now();
     loop {
@@ -160,7 +159,7 @@ pub async fn run<C: Clock>(
             }
         };
         // What the answer would be without waiting, on a copy of the cursor so the real one is not moved.
-        let at_once = selection.answer(&snapshot, &AtomicUsize::new(cursor.load(Ordering::Relaxed))).0;
+        let at_once = selection.answer(&snapshot, &mut cursor.get()).0;
         // The wait as granted (capped by pg_status__max_wait_ms), which the oracle holds the answer to.
         let request = Request { issued_ms, wait_ms: selection.wait_ms, min_lsn, timeline, at_once };
         // As the HTTP front end does: a request that can be answered now is, from the snapshot it was asked on.
@@ -193,11 +192,13 @@ impl Request {
         self,
         selection: &Selection,
         snapshot: &Snapshot,
-        cursor: &AtomicUsize,
+        cursor: &Cell<usize>,
         cluster: &SharedCluster,
         now_ms: u64,
     ) -> ReadRecord {
-        let (choice, _) = selection.answer(snapshot, cursor);
+        let mut position = cursor.get();
+        let (choice, _) = selection.answer(snapshot, &mut position);
+        cursor.set(position);
         let host = choice.host();
         let seen = host.and_then(|i| snapshot.hosts.get(i));
         let c = cluster.borrow();

@@ -340,7 +340,7 @@ impl<'a> Runner<'a> {
             script.settings.ssl_mode = mode;
         }
         if let Some(policy) = options.split_brain {
-            script.settings.timeline_policy = policy == SplitBrainPolicy::Timeline;
+            script.settings.policy = policy;
         }
         let s = script.settings;
         let mut rng = Rng::new(seed).fork();

@@ -106,8 +106,8 @@ pub struct Settings {
     pub sync_max_lag_bytes: u64,
     /// Upper bound of the normal one-way network delay, in ms.
     pub net_delay_ms: u64,
-    /// `pg_status__split_brain=timeline` instead of host order.
-    pub timeline_policy: bool,
+    /// `pg_status__split_brain`.
+    pub policy: SplitBrainPolicy,
     /// `PGSSLMODE`: the simulated servers decline TLS, so `prefer` continues in plain text on the same
     /// connection and `allow` retries with TLS only when `pg_hba.conf` refuses the plain session.
     pub ssl_mode: &'static str,
@@ -120,11 +120,7 @@ pub struct Settings {
 impl Settings {
     /// `pg_status__split_brain` as these settings have it.
     pub fn split_brain(&self) -> SplitBrainPolicy {
-        if self.timeline_policy {
-            SplitBrainPolicy::Timeline
-        } else {
-            SplitBrainPolicy::HostOrder
-        }
+        self.policy
     }
 
     /// Settings drawn from the seed, within ranges where a run stays short.
@@ -139,7 +135,7 @@ impl Settings {
             sync_max_lag_ms: rng.range(100, 2_000),
             sync_max_lag_bytes: rng.range(10_000, 2_000_000),
             net_delay_ms: rng.range(1, 4),
-            timeline_policy: rng.chance(0.3),
+            policy: if rng.chance(0.3) { SplitBrainPolicy::Timeline } else { SplitBrainPolicy::HostOrder },
             // `--sslmode` overrides the draw for a replay.
             ssl_mode: ["disable", "prefer", "allow"][rng.index(3)],
             fast_sleep_ms: 0,

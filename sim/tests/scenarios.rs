@@ -202,7 +202,7 @@ fn after_a_split_brain_heals_the_policy_decides_who_stays_master() {
     use pg_status_sim::run::{run_with, Options};
     // In `split_brain` db1, the master, is cut off from the sidecar, a replica is promoted onto a new timeline,
     // and the link heals while db1 still claims master: two masters until the calm phase demotes db1.
-    for policy in [SplitBrain::HostOrder, SplitBrain::Timeline] {
+    for policy in [SplitBrain::HostOrder, SplitBrain::Timeline, SplitBrain::Refuse] {
         for seed in 0..seeds() {
             let report = run_with(seed, "split_brain", Options { split_brain: Some(policy), ..Options::default() })
                 .expect("the scenario exists");
@@ -227,6 +227,9 @@ fn after_a_split_brain_heals_the_policy_decides_who_stays_master() {
                 SplitBrain::HostOrder => assert!(masters.contains(&"db1"), "seed {seed}: {masters:?}\n{}", trace()),
                 // Evidence: the promoted host is on the newer timeline and stays master.
                 SplitBrain::Timeline => assert!(!masters.contains(&"db1"), "seed {seed}: {masters:?}\n{}", trace()),
+                // Failing closed: no master while both claim it (the oracle checks every answer of the run), and
+                // the stale old master is never named again.
+                SplitBrain::Refuse => assert!(!masters.contains(&"db1"), "seed {seed}: {masters:?}\n{}", trace()),
             }
             assert!(
                 report.trace[healed..calm].iter().any(|l| l.contains("split brain: db1, ")),

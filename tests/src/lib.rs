@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod haproxy;
 pub mod hostile;
 pub mod http;
 pub mod json;
@@ -20,6 +21,7 @@ pub mod tls;
 pub mod wait;
 
 pub use error::{Error, Result};
+pub use haproxy::HaProxy;
 pub use http::HttpResponse;
 pub use pg::{Cluster, ClusterOptions, Node, PgBinaries};
 pub use pgbouncer::{PgBouncer, PgBouncerOptions};

@@ -72,9 +72,9 @@ fn plain(c: &mut Checks, p: &PgStatus, path: &str, status: u16, body: &str) {
     c.eq(&format!("GET {path} plain: content type"), r.header("content-type"), want);
 }
 
-/// A host answer in JSON: the host with its data centre and region (none configured here).
-fn host_json(host: Option<&str>) -> Value {
-    json!({ "host": host, "dc": null, "geo": null })
+/// A host answer in JSON: the host with its data centre and region (none configured here) and its port.
+fn host_json(host: Option<(&str, u16)>) -> Value {
+    json!({ "host": host.map(|h| h.0), "dc": null, "geo": null, "port": host.map(|h| h.1) })
 }
 
 /// Checks a JSON answer: status, `application/json` content type, body equal as JSON.
@@ -126,7 +126,7 @@ fn routes_formats_parameters_and_errors() {
 
     // /master in both formats.
     plain(&mut c, &p, "/master", 200, &mh);
-    json_is(&mut c, &p, "/master", JSON, 200, host_json(Some(&mh)));
+    json_is(&mut c, &p, "/master", JSON, 200, host_json(Some((&mh, m.port()))));
     plain(&mut c, &p, "/master?unknown=1&lag_ms=abc", 200, &mh);
 
     // Round robin over the two replicas, with one cursor shared by every round-robin route.
@@ -150,7 +150,9 @@ fn routes_formats_parameters_and_errors() {
         let r = get(&p, path, JSON);
         c.eq(&format!("GET {path} json: status"), r.status, 200);
         let v = r.json().unwrap_or(Value::Null);
-        c.check(v == host_json(Some(&r1h)) || v == host_json(Some(&r2h)), || format!("GET {path} json: got {v}"));
+        c.check(v == host_json(Some((&r1h, r1.port()))) || v == host_json(Some((&r2h, r2.port()))), || {
+            format!("GET {path} json: got {v}")
+        });
     }
     // /most_sync_by_bytes is deterministic: equal lag, so host order decides.
     c.eq("/most_sync_by_bytes x4", tally(&p, "/most_sync_by_bytes", 4), BTreeMap::from([(r1h.clone(), 4)]));
@@ -185,7 +187,7 @@ fn routes_formats_parameters_and_errors() {
             let path = format!("{route}?min_lsn={lsn}");
             plain(&mut c, &p, &path, 200, &mh);
         }
-        json_is(&mut c, &p, &format!("{route}?min_lsn=FFFFFFFF/FFFFFFFF"), JSON, 200, host_json(Some(&mh)));
+        json_is(&mut c, &p, &format!("{route}?min_lsn=FFFFFFFF/FFFFFFFF"), JSON, 200, host_json(Some((&mh, m.port()))));
     }
 
     // Invalid parameters: 400 with a JSON error whatever the Accept header.
@@ -330,7 +332,7 @@ fn routes_formats_parameters_and_errors() {
     ] {
         let r = get(&p, "/master", Some(accept));
         c.eq(&format!("/master Accept {accept:?}: status"), r.status, 200);
-        let body = if want_json { host_json(Some(&mh)).to_string() } else { mh.clone() };
+        let body = if want_json { host_json(Some((&mh, m.port()))).to_string() } else { mh.clone() };
         let got = if want_json { r.json().map(|v| v.to_string()).unwrap_or_else(|_| r.text()) } else { r.text() };
         c.eq(&format!("/master Accept {accept:?}: body"), got, body);
     }

@@ -65,7 +65,7 @@ fn failover_promotion_death_revival_and_split_brain() {
     c.eq(
         "/master json with no master",
         (r.status, r.json().ok()),
-        (404, Some(json!({ "host": null, "dc": null, "geo": null }))),
+        (404, Some(json!({ "host": null, "dc": null, "geo": null, "port": null }))),
     );
     let e = p.host_entry(&mh).expect("entry");
     c.eq("dead master alive", &e["alive"], &json!(false));

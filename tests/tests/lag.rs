@@ -110,7 +110,11 @@ fn paused_replay_shows_in_hosts_flags_routes_and_log() {
         set(&[&r2h]),
     );
     let r = p.get_json("/sync_by_bytes").expect("json");
-    c.eq("/sync_by_bytes json", r.json().ok(), Some(json!({ "host": r2h, "dc": null, "geo": null })));
+    c.eq(
+        "/sync_by_bytes json",
+        r.json().ok(),
+        Some(json!({ "host": r2h, "dc": null, "geo": null, "port": r2.port() })),
+    );
 
     // Pause r2 as well: no replica is synchronous, so the filtered routes answer with the master.
     r2.pause_replay().expect("pause r2");
@@ -131,7 +135,7 @@ fn paused_replay_shows_in_hosts_flags_routes_and_log() {
     c.eq(
         "/sync_by_time json falls back to master",
         r.json().ok(),
-        Some(json!({ "host": mh, "dc": null, "geo": null })),
+        Some(json!({ "host": mh, "dc": null, "geo": null, "port": m.port() })),
     );
     c.eq("/replica without limits still uses late replicas", hosts_seen(&p, "/replica", 4), set(&[&r1h, &r2h]));
 

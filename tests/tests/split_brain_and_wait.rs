@@ -3,7 +3,8 @@
 //! Split brain: the primary is partitioned away from pg-status (its proxy is cut, the server keeps running),
 //! the replica is promoted onto timeline 2, and the partition heals, so both hosts claim to be master. Under
 //! `pg_status__split_brain=host_order` the first master in host order (the stale old primary) keeps winning,
-//! as upstream does; under `timeline` the promoted host wins. Both policies print the same transition lines
+//! as upstream does; under `timeline` the promoted host wins; under `refuse` nobody does, and `/master` answers
+//! 503 naming both. All policies print the same transition lines
 //! and show each host's timeline in `/hosts`; when the old primary stops, the split brain ends.
 //!
 //! Waits: with a 1 s polling interval and 100 writes/s, a fresh `min_lsn` almost never finds a replica in
@@ -36,14 +37,14 @@ fn dump(p: &PgStatus) -> String {
 }
 
 #[test]
-fn split_brain_host_order_and_timeline() {
-    let Some(bins) = postgres_or_skip("split_brain_host_order_and_timeline") else { return };
+fn split_brain_under_each_policy() {
+    let Some(bins) = postgres_or_skip("split_brain_under_each_policy") else { return };
     let cluster = Cluster::start(&bins, ClusterOptions::with_replicas(1)).expect("cluster");
     let (m, r) = (cluster.node(0), cluster.node(1));
     let pm = Proxy::start(m.addr()).expect("proxy to the primary");
     let pr = Proxy::start(r.addr()).expect("proxy to the replica");
     let (old, new) = (pm.host(), pr.host());
-    let policies = ["host_order", "timeline"];
+    let policies = ["host_order", "timeline", "refuse"];
     let sidecars: Vec<PgStatus> = policies
         .iter()
         .map(|policy| start_ready(for_proxies(&[&pm, &pr]).env("pg_status__split_brain", policy)))
@@ -103,6 +104,21 @@ fn split_brain_host_order_and_timeline() {
             st.map(|v| v["timeline"].clone()),
             Some(json!(1)),
         );
+        if *policy == "refuse" {
+            // Failing closed: no master while both claim it, named in host order, on every route that asks.
+            let refused = format!(r#"{{"error_text": "split brain: {old}, {new}"}}"#);
+            let r = p.wait_for_response("/master", None, SLACK, |r| r.status == 503);
+            c.check(r.as_ref().is_ok_and(|r| r.text() == refused), || format!("refuse: /master 503: {r:?}"));
+            for _ in 0..5 {
+                std::thread::sleep(Duration::from_millis(SLEEP_MS));
+                for path in ["/master".to_owned(), format!("/master?host={new}")] {
+                    let r = p.get(&path).map(|r| (r.status, r.text()));
+                    c.eq(&format!("refuse: {path} stays refused"), r.ok(), Some((503, refused.clone())));
+                }
+            }
+            c.eq(&format!("{policy}: one split brain line"), p.stdout().count_since(*mark, &line), 1);
+            continue;
+        }
         let want = if *policy == "host_order" { &old } else { &new };
         let r = p.wait_for_body("/master", want, SLACK);
         c.check(r.is_ok(), || format!("{policy}: /master names {want} in the split brain: {r:?}"));

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pg_status_core::cluster::{Health, HostInput, HostName, Settings, Snapshot};
-use pg_status_core::config::{Config, SplitBrainPolicy};
+use pg_status_core::config::{Config, ReplicaFallback, SplitBrainPolicy};
 use pg_status_core::lsn::Lsn;
 use pg_status_core::observation::{Observation, Receiver, Role};
 
@@ -62,6 +62,7 @@ pub fn settings() -> Settings {
         locality_geo: false,
         split_brain: SplitBrainPolicy::HostOrder,
         max_wait_ms: 1000,
+        replica_fallback: ReplicaFallback::Master,
     }
 }
 
@@ -77,11 +78,16 @@ pub fn snapshot(specs: &[Spec], settings: Settings, current_dc: Option<&str>) ->
     let ids: Vec<Arc<HostName>> = specs
         .iter()
         .enumerate()
-        .map(|(i, s)| Arc::new(HostName::new(&format!("h{i}"), s.dc, None, current_dc, None)))
+        .map(|(i, s)| Arc::new(HostName::new(&format!("h{i}"), port(i), s.dc, None, current_dc, None)))
         .collect();
     let inputs: Vec<HostInput<'_>> =
         specs.iter().zip(&ids).map(|(s, id)| HostInput { id, health: s.health, last: s.obs.as_ref() }).collect();
     Snapshot::derive(true, &inputs, settings)
+}
+
+/// The port host `i` of a hand-built snapshot is polled on: 5432 plus its index.
+pub fn port(i: usize) -> u16 {
+    5432 + u16::try_from(i).unwrap_or(0)
 }
 
 pub fn start() -> Instant {

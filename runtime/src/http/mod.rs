@@ -14,7 +14,6 @@ use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::rc::Rc;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -69,7 +68,7 @@ const MIN_HEADER_BYTES: usize = 8192;
 struct Shared {
     published: Arc<Published>,
     /// The round-robin position shared by every route and connection.
-    cursor: AtomicUsize,
+    cursor: Cell<usize>,
     http: http1::Builder,
     limits: Limits,
     /// Connections currently open.
@@ -197,7 +196,7 @@ impl HttpServer {
             .max_buf_size(limits.max_header_bytes.max(MIN_HEADER_BYTES));
         let shared = Rc::new(Shared {
             published,
-            cursor: AtomicUsize::new(0),
+            cursor: Cell::new(0),
             http,
             limits,
             open: Cell::new(0),

@@ -1,7 +1,7 @@
 //! One request in, one answer out: the core's pure handler behind hyper's types, and the answer of a
 //! `min_lsn` request after its wait (`wait_ms`).
 
-use std::sync::atomic::AtomicUsize;
+use std::cell::Cell;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -31,7 +31,7 @@ pub(crate) enum Plan {
 /// Answers given now are counted in `counters` (a held request is counted by [`wait`]).
 pub(crate) fn plan<B>(
     snapshot: &Snapshot,
-    cursor: &AtomicUsize,
+    cursor: &Cell<usize>,
     counters: &HttpCounters,
     logger: &Logger,
     request: &Request<B>,
@@ -41,7 +41,7 @@ pub(crate) fn plan<B>(
     let response = match http::prepare(snapshot, request.method().as_str(), target, accept) {
         Prepared::Respond(response) => response,
         Prepared::Select(selection) if selection.wait_ms == 0 || selection.satisfied(snapshot) => {
-            let (choice, response) = selection.answer(snapshot, cursor);
+            let (choice, response) = answer(&selection, snapshot, cursor);
             log_fallback(logger, snapshot, target, choice);
             response
         }
@@ -70,15 +70,23 @@ const BAD_HOST: &str = r#"{"error_text": "HTTP/1.1 requests need exactly one Hos
 /// answers from the latest one and counts the answer.
 pub(crate) async fn wait(
     published: &Published,
-    cursor: &AtomicUsize,
+    cursor: &Cell<usize>,
     logger: &Logger,
     selection: Selection,
 ) -> hyper::Response<Full<Bytes>> {
     let snapshot = wait::for_replica(&SystemClock, published, &selection).await;
-    let (choice, response) = selection.answer(&snapshot, cursor);
+    let (choice, response) = answer(&selection, &snapshot, cursor);
     log_fallback(logger, &snapshot, selection.route.path(), choice);
     published.http_counters().record(Some(selection.route), response.status);
     convert(response)
+}
+
+/// Answers `selection` with the round-robin position every connection of this thread shares.
+fn answer(selection: &Selection, snapshot: &Snapshot, cursor: &Cell<usize>) -> (Choice, Response) {
+    let mut position = cursor.get();
+    let answered = selection.answer(snapshot, &mut position);
+    cursor.set(position);
+    answered
 }
 
 /// At debug level, says when a replica route found no matching replica and answered the master or nothing.

@@ -276,7 +276,7 @@ mod tests {
             sync_max_lag_ms: 1000,
             sync_max_lag_bytes: 1000,
             net_delay_ms: 1,
-            timeline_policy: false,
+            policy: pg_status_core::config::SplitBrainPolicy::HostOrder,
             ssl_mode: "disable",
             fast_sleep_ms,
             fast_window_ms: 1000,
