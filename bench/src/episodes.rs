@@ -29,6 +29,8 @@ struct Round {
     master_down: Duration,
     /// The promoted replica left recovery (seen by a watcher connection) to `/master` naming it.
     promotion: Duration,
+    /// The same, to pg-status's `<host>: master` line.
+    promotion_line: Duration,
 }
 
 /// pg-status at default settings, but for the log level, with `fast_sleep_ms`.
@@ -81,6 +83,7 @@ fn round(ctx: &Ctx, fast_sleep_ms: u64, number: usize) -> Result<Round> {
     cluster.node(0).wait_stopped()?;
 
     std::thread::sleep(Duration::from_secs(2));
+    let mark = pg.stdout().len();
     let mut watch = cluster.node(1).connect_as("pg-status-bench-watch")?;
     let watcher = std::thread::spawn(move || -> Option<Instant> {
         let started = Instant::now();
@@ -116,7 +119,13 @@ fn round(ctx: &Ctx, fast_sleep_ms: u64, number: usize) -> Result<Round> {
         }
         std::thread::sleep(PROBE_EVERY);
     };
-    Ok(Round { replica_out, master_down, promotion: switched.saturating_duration_since(promoted) })
+    let line = pg.stdout().wait_for_line_after(mark, &format!("{}: master", names[1]), WAIT)?.1.at;
+    Ok(Round {
+        replica_out,
+        master_down,
+        promotion: switched.saturating_duration_since(promoted),
+        promotion_line: line.saturating_duration_since(promoted),
+    })
 }
 
 fn percentile(mut samples: Vec<Duration>, p: usize) -> Duration {
@@ -159,6 +168,11 @@ pub fn run(ctx: &Ctx, report: &mut Report) -> Result<Vec<Target>> {
         ],
         vec!["master stop -> possibly dead".to_owned(), stat(&on, |r| r.master_down), stat(&off, |r| r.master_down)],
         vec!["promotion -> /master".to_owned(), stat(&on, |r| r.promotion), stat(&off, |r| r.promotion)],
+        vec![
+            "promotion -> `master` line".to_owned(),
+            stat(&on, |r| r.promotion_line),
+            stat(&off, |r| r.promotion_line),
+        ],
     ];
     report.table(&["p50 / p99", "fast_sleep_ms=100 (default)", "fast_sleep_ms=0 (fixed schedule)"], &rows);
     let promotion_p99 = percentile(on.iter().map(|r| r.promotion).collect(), 99);

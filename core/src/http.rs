@@ -7,10 +7,11 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use crate::cluster::{push_json_str, Snapshot};
 use crate::config::{ReplicaFallback, SplitBrainPolicy};
 use crate::lsn::Lsn;
+use crate::render::push_json_str;
 use crate::select::{self, candidates, select, Choice, Cursor, Filter, Pick, Refusal, Rejection};
+use crate::snapshot::Snapshot;
 
 /// The crate version, answered by `/version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -7,13 +7,16 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
-pub mod cluster;
 pub mod config;
+mod election;
 pub mod episode;
 pub mod http;
+mod lag;
 pub mod lsn;
 pub mod metrics;
 pub mod monitor;
 pub mod observation;
+pub mod render;
 pub mod select;
+pub mod snapshot;
 pub mod wire;

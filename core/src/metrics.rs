@@ -5,10 +5,10 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::cluster::{Health, Snapshot};
 use crate::http::{Route, VERSION};
 use crate::monitor::{Monitor, PollErrorKind};
 use crate::observation::Role;
+use crate::snapshot::{Health, Snapshot};
 
 /// Upper bounds of the poll-duration histogram buckets, in seconds.
 pub const POLL_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];

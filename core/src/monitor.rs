@@ -11,12 +11,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cluster::{Health, HostInput, HostName, HostTimes, Settings, Snapshot};
 use crate::config::{Config, LogLevel, SplitBrainPolicy};
 use crate::episode::{self, Episode, EpisodeCause, EpisodeOutcome, Watch};
 use crate::lsn::Lsn;
 use crate::metrics::PollStats;
 use crate::observation::{Observation, PollQuery, Receiver, Role};
+use crate::snapshot::{Health, HostInput, HostName, HostTimes, Settings, Snapshot};
 
 /// The shortest interval between two refresh rounds asked for by waiting requests (`wait_ms`): often enough
 /// that a replica catching up is seen within a few tens of milliseconds, seldom enough that waiting requests

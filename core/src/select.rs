@@ -1,9 +1,9 @@
 //! Which host a route hands out (DESIGN 5): the route's filters, health preference, locality, round robin
 //! or "most synchronous", the master fallback, the per-host check and the candidate list.
 
-use crate::cluster::{Health, HostStatus, Snapshot};
 use crate::config::ReplicaFallback;
 use crate::lsn::Lsn;
+use crate::snapshot::{Health, HostStatus, Snapshot};
 
 /// The constraints a replica must satisfy, at its last poll, to be handed out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -192,7 +192,7 @@ pub fn check(snapshot: &Snapshot, filter: &Filter, host: usize) -> Result<(), Re
 }
 
 /// 0 for a host in this instance's data centre, 1 in its region, 2 elsewhere (or without locality).
-fn locality(settings: &crate::cluster::Settings, h: &HostStatus) -> u8 {
+fn locality(settings: &crate::snapshot::Settings, h: &HostStatus) -> u8 {
     if settings.locality_dc && h.id.local_dc {
         0
     } else if settings.locality_geo && h.id.local_geo {

@@ -3,11 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use pg_status_core::cluster::Health;
 use pg_status_core::config::Config;
 use pg_status_core::lsn::Lsn;
 use pg_status_core::monitor::{Action, Monitor, PollError, PollErrorKind, PollId};
 use pg_status_core::observation::{Observation, Receiver, Role};
+use pg_status_core::snapshot::Health;
 
 /// What a simulated server does when polled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,8 +3,8 @@
 mod common;
 
 use common::*;
-use pg_status_core::cluster::{Health, HostInput, HostName, Snapshot};
 use pg_status_core::http::{accepts_json, handle, JSON, TEXT, VERSION};
+use pg_status_core::snapshot::{Health, HostInput, HostName, Snapshot};
 
 /// h0 master at 10000; h1 caught-up replica; h2 replica 5000 bytes and 2000 ms behind; h3 dead;
 /// h4 possibly dead, caught up.

@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use common::*;
-use pg_status_core::cluster::Health;
 use pg_status_core::config::SplitBrainPolicy;
 use pg_status_core::monitor::{Action, Event, Monitor, PollError, PollErrorKind, PollId, Transition, Warning};
 use pg_status_core::observation::{Observation, PollQuery, Receiver, Role};
+use pg_status_core::snapshot::Health;
 use proptest::prelude::*;
 
 fn drain_actions(m: &mut Monitor, now: Instant) -> Vec<(PollId, Instant, bool)> {

@@ -5,11 +5,11 @@
 mod common;
 
 use common::*;
-use pg_status_core::cluster::{Health, Snapshot};
 use pg_status_core::config::{ReplicaFallback, SplitBrainPolicy};
 use pg_status_core::lsn::Lsn;
 use pg_status_core::observation::Role;
 use pg_status_core::select::{candidates as list, check, select, Choice, Filter, Pick};
+use pg_status_core::snapshot::{Health, Snapshot};
 use proptest::prelude::*;
 
 fn spec() -> impl Strategy<Value = Spec> {

@@ -12,13 +12,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pg_status_core::cluster::{Health, HostInput, HostName, HostTimes, Settings, Snapshot};
 use pg_status_core::config::{Config, ConfigError, ReplicaFallback, SplitBrainPolicy, KNOWN_VARIABLES};
 use pg_status_core::http::{self, Prepared, Response};
 use pg_status_core::lsn::Lsn;
 use pg_status_core::observation::{
     Observation, ObservationError, Receiver, Role, POLL_COLUMNS, POLL_COLUMNS_WITHOUT_RECEIVER,
 };
+use pg_status_core::snapshot::{Health, HostInput, HostName, HostTimes, Settings, Snapshot};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------------------------

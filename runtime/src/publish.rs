@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Guard};
 use event_listener::{Event, EventListener};
-use pg_status_core::cluster::Snapshot;
 use pg_status_core::metrics::HttpCounters;
+use pg_status_core::snapshot::Snapshot;
 
 /// Where the poller sends the rendered metrics of one `/metrics` request.
 pub type MetricsReply = async_channel::Sender<String>;

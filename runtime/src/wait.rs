@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use arc_swap::Guard;
 use futures_lite::future;
-use pg_status_core::cluster::Snapshot;
 use pg_status_core::http::Selection;
 use pg_status_core::monitor::REFRESH_SPACING;
+use pg_status_core::snapshot::Snapshot;
 
 use crate::publish::Published;
 use crate::rt::Clock;

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use pg_status::http::{HttpServer, Limits};
 use pg_status::log::Logger;
 use pg_status::publish::Published;
-use pg_status_core::cluster::Snapshot;
 use pg_status_core::config::{Config, LogLevel};
 use pg_status_core::monitor::{Action, Monitor};
 use pg_status_core::observation::Observation;
+use pg_status_core::snapshot::Snapshot;
 use smol::LocalExecutor;
 
 /// A ready snapshot of two hosts: `db1` master at 0/3000060, `db2` replica that has replayed everything.

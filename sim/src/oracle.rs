@@ -6,13 +6,13 @@
 //! decision 3's lag, decision 1's failure counting) and against the cluster model's truth (failover bound,
 //! refresh of healthy hosts, connection count, calm-phase convergence).
 
-use pg_status_core::cluster::{Health, Snapshot};
 use pg_status_core::config::SplitBrainPolicy;
 use pg_status_core::http::handle;
 use pg_status_core::lsn::Lsn;
 use pg_status_core::monitor::Warning;
 use pg_status_core::observation::{Observation, Receiver, Role};
 use pg_status_core::select::Choice;
+use pg_status_core::snapshot::{Health, Snapshot};
 
 use crate::model::NodeRole;
 use crate::reader::ReadRecord;

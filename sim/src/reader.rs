@@ -14,10 +14,10 @@ use arc_swap::Guard;
 use pg_status::publish::Published;
 use pg_status::rt::Clock;
 use pg_status::wait;
-use pg_status_core::cluster::Snapshot;
 use pg_status_core::http::{self, Prepared, Selection};
 use pg_status_core::lsn::Lsn;
 use pg_status_core::select::Choice;
+use pg_status_core::snapshot::Snapshot;
 
 use crate::model::{NodeRole, SharedCluster};
 

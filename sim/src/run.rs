@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use pg_status::driver::{Driver, EventLog};
 use pg_status::rt::{Clock, LocalBoxFuture, Runtime};
-use pg_status_core::cluster::Snapshot;
 use pg_status_core::config::{Config, ConfigError, SplitBrainPolicy};
 use pg_status_core::monitor::{Event, PollError, PollId};
 use pg_status_core::observation::{Observation, Role};
 use pg_status_core::select::Choice;
+use pg_status_core::snapshot::Snapshot;
 
 use crate::model::{Cluster, NodeRole, NodeServer, SharedCluster, PASSWORD, PG_PORT};
 use crate::oracle::{Answers, Oracle, PollRecord, Truth, Violation};

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pg_status_core::cluster::{Health, HostInput, HostName, Settings, Snapshot};
 use pg_status_core::config::{Config, ReplicaFallback, SplitBrainPolicy};
 use pg_status_core::lsn::Lsn;
 use pg_status_core::observation::{Observation, Receiver, Role};
+use pg_status_core::snapshot::{Health, HostInput, HostName, Settings, Snapshot};
 
 /// A configuration for `n` hosts named h0, h1, ... with the given timings in milliseconds.
 pub fn config(n: usize, sleep: u64, timeout: u64, max_age: u64, max_fails: u32) -> Config {

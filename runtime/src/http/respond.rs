@@ -8,11 +8,11 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderValue, ACCEPT, ALLOW, CONTENT_TYPE, HOST};
 use hyper::{Request, StatusCode};
-use pg_status_core::cluster::Snapshot;
 use pg_status_core::config::LogLevel;
 use pg_status_core::http::{self, Body, Prepared, Response, Route, Selection};
 use pg_status_core::metrics::HttpCounters;
 use pg_status_core::select::Choice;
+use pg_status_core::snapshot::Snapshot;
 
 use crate::log::Logger;
 use crate::publish::Published;

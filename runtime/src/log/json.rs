@@ -8,8 +8,8 @@
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use pg_status_core::cluster::push_json_str;
 use pg_status_core::config::LogLevel;
+use pg_status_core::render::push_json_str;
 
 /// One log line as a JSON object (without the newline).
 pub fn line(at: SystemTime, level: LogLevel, component: &str, message: &str, fields: &[(&str, &str)]) -> String {

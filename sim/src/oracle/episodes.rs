@@ -14,8 +14,8 @@
 
 use std::collections::VecDeque;
 
-use pg_status_core::cluster::{Health, Snapshot};
 use pg_status_core::observation::Role;
+use pg_status_core::snapshot::{Health, Snapshot};
 
 use super::{PollRecord, Truth};
 use crate::scenario::Settings;

@@ -1,13 +1,17 @@
-//! The immutable view of all hosts that request handlers answer from, and how it is derived from the
-//! latest observations: lag (DESIGN 3), sync flags and master election (DESIGN 4).
+//! The immutable view of all hosts that request handlers answer from, and how it is derived from the latest
+//! observations and kept up to date; the master's election is [`crate::election`]'s, a replica's lag
+//! [`crate::lag`]'s, and the JSON documents [`crate::render`]'s.
 
 use std::fmt::Write as _;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use crate::config::{ReplicaFallback, SplitBrainPolicy};
+use crate::election::elect_master;
+use crate::lag::{replica_lag, Reference};
 use crate::lsn::Lsn;
 use crate::observation::{Observation, Role};
+use crate::render::{push_json_str, push_opt_str};
 
 /// A host's health as the failure counting sees it (DESIGN 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -111,7 +115,7 @@ pub struct Snapshot {
     master_lsn: Option<Lsn>,
     /// The elected master's newest WAL sample, whose arrival re-derives every replica.
     master_sample: Option<(Instant, Lsn)>,
-    hosts_json: OnceLock<Arc<str>>,
+    pub(crate) hosts_json: OnceLock<Arc<str>>,
 }
 
 impl PartialEq for Snapshot {
@@ -214,69 +218,6 @@ impl Snapshot {
             Vec::new()
         }
     }
-
-    /// The `/hosts` JSON document, rendered on first use and kept for the snapshot's lifetime.
-    pub fn hosts_json(&self) -> Arc<str> {
-        self.hosts_json
-            .get_or_init(|| {
-                let mut out = String::with_capacity(64 + self.hosts.len() * 200);
-                out.push('[');
-                for (i, h) in self.hosts.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write_host_json(&mut out, h, true);
-                }
-                out.push(']');
-                out.into()
-            })
-            .clone()
-    }
-
-    /// The `/status` JSON document of one host.
-    pub fn status_json(&self, host: &HostStatus) -> String {
-        let mut out = String::with_capacity(256);
-        write_host_json(&mut out, host, false);
-        out
-    }
-}
-
-fn elect_master(hosts: &[HostInput<'_>], policy: SplitBrainPolicy) -> Option<usize> {
-    let claims = |health: Health| {
-        hosts
-            .iter()
-            .enumerate()
-            .filter(move |(_, h)| h.health == health && h.last.is_some_and(|o| o.role == Role::Master))
-    };
-    let pick = |health: Health| -> Option<usize> {
-        match policy {
-            SplitBrainPolicy::HostOrder | SplitBrainPolicy::Refuse => claims(health).map(|(i, _)| i).next(),
-            // Highest timeline wins; `min_by_key` on the reversed key keeps the first host among equals.
-            SplitBrainPolicy::Timeline => {
-                claims(health).min_by_key(|(_, h)| std::cmp::Reverse(h.last.and_then(|o| o.timeline))).map(|(i, _)| i)
-            }
-        }
-    };
-    // Refusing, two healthy claims leave no master at all: not even a possibly dead one stands in.
-    if policy == SplitBrainPolicy::Refuse && claims(Health::Alive).nth(1).is_some() {
-        return None;
-    }
-    pick(Health::Alive).or_else(|| pick(Health::PossiblyDead))
-}
-
-/// What replicas are measured against: the elected master's WAL position and recent history.
-struct Reference<'a> {
-    lsn: Option<Lsn>,
-    history: &'a [(Instant, Lsn)],
-}
-
-impl<'a> Reference<'a> {
-    fn of(master: Option<usize>, hosts: &[HostInput<'_>], times: &[HostTimes<'a>]) -> Reference<'a> {
-        Reference {
-            lsn: master.and_then(|m| hosts[m].last).and_then(|o| o.current_lsn),
-            history: master.and_then(|m| times.get(m)).map_or(&[], |t| t.wal_history),
-        }
-    }
 }
 
 fn host_status(h: &HostInput<'_>, times: HostTimes<'_>, reference: &Reference<'_>, settings: &Settings) -> HostStatus {
@@ -309,112 +250,6 @@ fn host_status(h: &HostInput<'_>, times: HostTimes<'_>, reference: &Reference<'_
         sync_by_bytes: lag_bytes <= settings.sync_max_lag_bytes,
         timeline: obs.timeline,
     }
-}
-
-/// Lag of a replica (DESIGN 3): bytes behind the furthest WAL position known to exist (the master's at its
-/// last poll, the replica's received WAL, and the end of WAL its receiver's sender last reported), and the
-/// replay delay unless it has replayed everything the master had at its last poll.
-///
-/// The replay delay is the age of the last replayed commit, which on a quiet master says nothing about
-/// lag: WAL without commits (a checkpoint record) makes a replica that is milliseconds behind look minutes
-/// late. So it is also bounded by the master's history: a replica that has replayed what the master had at
-/// time t is at most `observed_at - t` behind.
-fn replica_lag(obs: &Observation, observed_at: Option<Instant>, reference: &Reference<'_>) -> (u64, u64) {
-    let replay = obs.replay_lsn.unwrap_or_default();
-    let furthest = reference.lsn.max(obs.receive_lsn).max(obs.latest_end_lsn).unwrap_or(replay);
-    let lag_bytes = furthest.bytes_after(replay);
-    let raw_ms = obs.replay_delay_ms.unwrap_or(0);
-    let lag_ms = match (reference.lsn, obs.replay_lsn) {
-        (Some(m), Some(r)) if r >= m => 0,
-        (_, Some(r)) => {
-            let bound = observed_at.and_then(|seen| {
-                let (at, _) = reference.history.iter().rev().find(|(_, lsn)| *lsn <= r)?;
-                Some(u64::try_from(seen.saturating_duration_since(*at).as_millis()).unwrap_or(u64::MAX))
-            });
-            bound.map_or(raw_ms, |b| raw_ms.min(b))
-        }
-        _ => raw_ms,
-    };
-    (lag_ms, lag_bytes)
-}
-
-/// Appends `s` as a JSON string literal, escaping quotes, backslashes, control characters and the line
-/// separators U+2028 and U+2029 (valid JSON, but line breaks to log pipelines and JavaScript).
-pub fn push_json_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if crate::config::breaks_lines(c) => {
-                // Writing to a String cannot fail.
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
-fn push_opt_str(out: &mut String, v: Option<&str>) {
-    match v {
-        Some(s) => push_json_str(out, s),
-        None => out.push_str("null"),
-    }
-}
-
-fn push_opt_u64(out: &mut String, v: Option<u64>) {
-    match v {
-        // Writing to a String cannot fail.
-        Some(n) => {
-            let _ = write!(out, "{n}");
-        }
-        None => out.push_str("null"),
-    }
-}
-
-/// Writes one host as `/hosts` (with its name) or `/status` (without) shows it, in the spec's field order.
-fn write_host_json(out: &mut String, h: &HostStatus, with_name: bool) {
-    out.push('{');
-    if with_name {
-        out.push_str("\"host\": ");
-        push_json_str(out, &h.id.name);
-        out.push_str(", ");
-    }
-    out.push_str("\"dc\": ");
-    push_opt_str(out, h.id.dc.as_deref());
-    out.push_str(", \"geo\": ");
-    push_opt_str(out, h.id.geo.as_deref());
-    // Writing to a String cannot fail.
-    let _ = write!(out, ", \"port\": {}", h.id.port);
-    out.push_str(", \"master\": ");
-    out.push_str(if h.role == Some(Role::Master) { "true" } else { "false" });
-    out.push_str(", \"alive\": ");
-    out.push_str(if h.alive() { "true" } else { "false" });
-    out.push_str(", \"possible_dead\": ");
-    out.push_str(if h.health == Health::PossiblyDead { "true" } else { "false" });
-    out.push_str(", \"lag_ms\": ");
-    push_opt_u64(out, h.lag_ms);
-    out.push_str(", \"sync_by_time\": ");
-    out.push_str(if h.sync_by_time { "true" } else { "false" });
-    out.push_str(", \"lag_bytes\": ");
-    push_opt_u64(out, h.lag_bytes);
-    out.push_str(", \"sync_by_bytes\": ");
-    out.push_str(if h.sync_by_bytes { "true" } else { "false" });
-    out.push_str(", \"lsn\": ");
-    match h.lsn {
-        Some(lsn) => {
-            // Writing to a String cannot fail.
-            let _ = write!(out, "\"{lsn}\"");
-        }
-        None => out.push_str("null"),
-    }
-    out.push_str(", \"timeline\": ");
-    push_opt_u64(out, h.timeline.map(u64::from));
-    out.push('}');
 }
 
 impl HostName {
@@ -630,12 +465,5 @@ mod tests {
         .map(|k| json.find(k).unwrap())
         .collect();
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{json}");
-    }
-
-    #[test]
-    fn json_strings_are_escaped() {
-        let mut out = String::new();
-        push_json_str(&mut out, "a\"b\\c\n\u{1}é");
-        assert_eq!(serde_json::from_str::<String>(&out).unwrap(), "a\"b\\c\n\u{1}é");
     }
 }
