@@ -350,8 +350,11 @@ impl Config {
             .map_err(|_| invalid("pg_status__max_fails", &max_fails.to_string(), "must be at most 4294967295"))?;
 
         let listen = parse_listen(get("pg_status__http_host"), get("pg_status__http_listen_address"))?;
-        let http_unix_socket =
-            parse_unix_socket(get("pg_status__http_unix_socket"), get("pg_status__http_unix_socket_mode"), &mut warnings)?;
+        let http_unix_socket = parse_unix_socket(
+            get("pg_status__http_unix_socket"),
+            get("pg_status__http_unix_socket_mode"),
+            &mut warnings,
+        )?;
         let http_port = parse_http_port(get("pg_status__http_port"), http_unix_socket.is_some())?;
 
         let (current_dc, current_geo) = {
@@ -493,10 +496,11 @@ fn parse_unix_socket(
         Some(raw) => {
             let text = raw.trim();
             let digits = text.strip_prefix("0o").unwrap_or(text);
-            let parsed = (!digits.is_empty() && digits.len() <= 4 && digits.bytes().all(|b| (b'0'..=b'7').contains(&b)))
-                .then(|| u32::from_str_radix(digits, 8).ok())
-                .flatten()
-                .filter(|m| *m <= 0o777);
+            let parsed =
+                (!digits.is_empty() && digits.len() <= 4 && digits.bytes().all(|b| (b'0'..=b'7').contains(&b)))
+                    .then(|| u32::from_str_radix(digits, 8).ok())
+                    .flatten()
+                    .filter(|m| *m <= 0o777);
             parsed.ok_or_else(|| {
                 invalid(MODE, raw, "expected permission bits in octal, like chmod's: 0660, 0600 or 0666 (at most 0777)")
             })?
