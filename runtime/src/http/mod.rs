@@ -13,8 +13,9 @@ mod trim;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
-use std::net::{SocketAddr, TcpListener};
-use std::os::unix::net::UnixListener;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::AtomicUsize;
@@ -267,10 +268,10 @@ impl HttpServer {
             match &self.tcp {
                 Some(listener) => {
                     self.accept_loop(executor, || async {
-                        let (socket, _peer) = listener.accept().await?;
+                        let socket = TcpStream::from(listener.read_with(accept_nonblocking).await?);
                         // Answers are small and must go out at once.
-                        let _ = socket.get_ref().set_nodelay(true);
-                        Ok(Client::Tcp(socket))
+                        let _ = socket.set_nodelay(true);
+                        Ok(Client::Tcp(Async::new_nonblocking(socket)?))
                     })
                     .await
                 }
@@ -281,8 +282,8 @@ impl HttpServer {
             match &self.unix {
                 Some(unix) => {
                     self.accept_loop(executor, || async {
-                        let (socket, _peer) = unix.listener.accept().await?;
-                        Ok(Client::Unix(socket))
+                        let socket = UnixStream::from(unix.listener.read_with(accept_nonblocking).await?);
+                        Ok(Client::Unix(Async::new_nonblocking(socket)?))
                     })
                     .await
                 }
@@ -361,6 +362,14 @@ impl HttpServer {
             }
         }
     }
+}
+
+/// Accepts a connection already non-blocking (`accept4` with `SOCK_NONBLOCK`): one system call per connection
+/// fewer than accepting and then switching the socket to non-blocking mode, on the path of every client that
+/// opens a connection per request.
+fn accept_nonblocking(listener: &impl AsFd) -> io::Result<OwnedFd> {
+    use rustix::net::{accept_with, SocketFlags};
+    accept_with(listener, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC).map_err(io::Error::from)
 }
 
 #[cfg(test)]
