@@ -29,6 +29,8 @@ need_root() {
 
 missing=()
 command -v openssl >/dev/null || missing+=(openssl)
+# The Unix socket tests ask with a real client: curl --unix-socket.
+command -v curl >/dev/null || missing+=(curl)
 { command -v promtool && command -v prometheus; } >/dev/null || missing+=(prometheus)
 [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
 command -v systemd-analyze >/dev/null || missing+=(systemd)

@@ -10,10 +10,14 @@ use crate::error::{Error, Result};
 use crate::procfs::{self, Sampler};
 use crate::report::{self, mib, ms, progress, rate, Report};
 use crate::tools::{self, LoadResult, Nginx, Oha, Wrk};
+use crate::unixload;
 use crate::{cluster_hosts, Ctx, Target, LOAD_CORE, SERVER_CORE};
 
 /// The application mix as a wrk script (its argument is the `min_lsn` to ask for).
 const MIX_LUA: &str = include_str!("../lua/mix.lua");
+
+/// Connections (threads) of the Unix socket point's client.
+const UNIX_CONNECTIONS: u32 = 32;
 
 /// The offered rate of the fixed-rate point.
 const FIXED_RATE: u32 = 20_000;
@@ -139,7 +143,11 @@ pub fn run(ctx: &Ctx, cluster: &Cluster, report: &mut Report) -> Result<Vec<Targ
     // A write the replicas have replayed: every min_lsn request can be answered by a replica.
     let lsn = pg_status_tests::pg::format_lsn(pg_status_tests::pg::write_rows(cluster.primary(), 10)?);
     cluster.wait_caught_up(std::time::Duration::from_secs(30))?;
-    let pg = ctx.start_pg_status(&cluster_hosts(cluster), std::time::Duration::from_secs(30))?;
+    // pg-status serves a Unix socket too, for the Unix socket point.
+    let pg_socket = tools.mix_script.with_file_name("pg-status.sock");
+    let pg = ctx.pg_status()?.hosts(&cluster_hosts(cluster)).env("pg_status__http_unix_socket", pg_socket.display());
+    let pg = pg.spawn()?;
+    pg.wait_ready(std::time::Duration::from_secs(30))?;
     // The replicas' replay of `lsn` must have been polled before /replica?min_lsn answers a replica.
     std::thread::sleep(std::time::Duration::from_millis(crate::SLEEP_MS + 500));
     check_paths(pg.addr(), &lsn)?;
@@ -216,6 +224,56 @@ pub fn run(ctx: &Ctx, cluster: &Cluster, report: &mut Report) -> Result<Vec<Targ
                 format!("req/s ratio {ratio:.2} ({} vs {}), CPU ratio {cpu_ratio}", rate(a.rps), rate(b.rps)),
                 ratio >= want && cpu_met,
             ));
+        }
+    }
+    // The Unix socket: wrk speaks TCP only, so the driver's own client (one blocking keep-alive connection
+    // per thread, all on the load core) asks both servers.
+    {
+        let name = "/master over the Unix socket, keep-alive (own client)";
+        let mut ours = Vec::new();
+        let mut theirs = Vec::new();
+        for round in 0..o.rounds {
+            progress(format!("{name} (round {}/{})", round + 1, o.rounds));
+            let order = if round % 2 == 0 { [true, false] } else { [false, true] };
+            for is_ours in order {
+                let (socket, pid) =
+                    if is_ours { (pg_socket.clone(), pg.pid()) } else { (nginx.unix_path(), nginx_worker) };
+                let before = procfs::cpu_time(pid)?;
+                let result = unixload::run(&socket, "/master", UNIX_CONNECTIONS, o.duration, LOAD_CORE)?;
+                let used = procfs::cpu_time(pid)?.since(&before);
+                let result = LoadResult { server_cpu: Some(std::time::Duration::from_nanos(used.sched_ns)), ..result };
+                if is_ours {
+                    ours.push(result);
+                } else {
+                    theirs.push(result);
+                }
+            }
+        }
+        if let (Some(a), Some(b)) = (report::median_by(&ours, |r| r.rps), report::median_by(&theirs, |r| r.rps)) {
+            let cpu = |r: &LoadResult| r.cpu_us_per_request().map_or("-".to_owned(), |us| format!("{us:.1} us"));
+            let cpu_ratio = match (a.cpu_us_per_request(), b.cpu_us_per_request()) {
+                (Some(x), Some(y)) if x > 0.0 => format!("{:.2}", y / x),
+                _ => "-".into(),
+            };
+            let faults = |r: &LoadResult| {
+                if r.non_2xx + r.errors == 0 {
+                    String::new()
+                } else {
+                    format!(" ({} non-2xx, {} errors)", r.non_2xx, r.errors)
+                }
+            };
+            rows.push(vec![
+                format!("{name}, {UNIX_CONNECTIONS} connections"),
+                format!("{}{}", rate(a.rps), faults(&a)),
+                ms(a.p50),
+                ms(a.p99),
+                cpu(&a),
+                format!("{}{}", rate(b.rps), faults(&b)),
+                ms(b.p99),
+                cpu(&b),
+                format!("{:.2}", if b.rps > 0.0 { a.rps / b.rps } else { 0.0 }),
+                cpu_ratio,
+            ]);
         }
     }
     let (peak_rss, peak_threads) = sampler.finish();

@@ -19,6 +19,7 @@ mod polling;
 mod procfs;
 mod report;
 mod tools;
+mod unixload;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

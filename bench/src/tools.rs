@@ -270,7 +270,7 @@ impl Nginx {
              error_log {d}/error.log warn;\nevents {{ worker_connections 8192; }}\n\
              http {{\n  access_log off;\n  keepalive_requests 100000000;\n  keepalive_timeout 65s;\n\
              client_body_temp_path {d}/body;\n\
-               server {{\n    listen {addr} backlog=1024;\n\
+               server {{\n    listen {addr} backlog=1024;\n    listen unix:{d}/nginx.sock backlog=1024;\n\
                  location / {{ default_type text/plain; return 200 \"127.0.0.1\"; }}\n  }}\n}}\n"
         );
         let conf_path = dir.path().join("nginx.conf");
@@ -303,6 +303,11 @@ impl Nginx {
     /// Where nginx listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The Unix socket nginx listens on too.
+    pub fn unix_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("nginx.sock")
     }
 
     /// The worker's process id (the one that answers), if it can be found.

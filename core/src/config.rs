@@ -62,6 +62,21 @@ pub enum ListenAddress {
     Any,
 }
 
+/// A Unix socket the HTTP server listens on, besides TCP or instead of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnixSocketConfig {
+    /// `pg_status__http_unix_socket`: where the socket file is made.
+    pub path: String,
+    /// `pg_status__http_unix_socket_mode`: the socket file's permission bits (who may connect).
+    pub mode: u32,
+}
+
+/// The default permission bits of the Unix socket: its owner and group may connect.
+pub const DEFAULT_UNIX_SOCKET_MODE: u32 = 0o660;
+
+/// The longest Unix socket path Linux accepts (`sun_path` holds 108 bytes with the terminating NUL).
+pub const MAX_UNIX_SOCKET_PATH: usize = 107;
+
 /// How much the program logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {
@@ -244,8 +259,10 @@ pub struct Config {
     pub sync_max_lag_ms: u64,
     /// `pg_status__sync_max_lag_bytes`: the global byte threshold of "synchronous".
     pub sync_max_lag_bytes: u64,
-    /// `pg_status__http_port`.
+    /// `pg_status__http_port`; 0 turns TCP off (allowed only with a Unix socket).
     pub http_port: u16,
+    /// `pg_status__http_unix_socket` and its mode, when the API is served on a Unix socket too.
+    pub http_unix_socket: Option<UnixSocketConfig>,
     /// `pg_status__http_listen_address` or `pg_status__http_host`.
     pub listen: ListenAddress,
     /// `pg_status__log_level`.
@@ -288,6 +305,7 @@ impl std::fmt::Debug for Config {
             .field("sync_max_lag_bytes", &self.sync_max_lag_bytes)
             .field("http_port", &self.http_port)
             .field("listen", &self.listen)
+            .field("http_unix_socket", &self.http_unix_socket)
             .field("log_level", &self.log_level)
             .field("log_format", &self.log_format)
             .field("split_brain", &self.split_brain)
@@ -321,6 +339,8 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "pg_status__http_port",
     "pg_status__http_host",
     "pg_status__http_listen_address",
+    "pg_status__http_unix_socket",
+    "pg_status__http_unix_socket_mode",
     "pg_status__log_level",
     "pg_status__log_format",
     "pg_status__split_brain",
@@ -389,6 +409,12 @@ impl Config {
             .map_err(|_| invalid("pg_status__max_fails", &max_fails.to_string(), "must be at most 4294967295"))?;
 
         let listen = parse_listen(get("pg_status__http_host"), get("pg_status__http_listen_address"))?;
+        let http_unix_socket = parse_unix_socket(
+            get("pg_status__http_unix_socket"),
+            get("pg_status__http_unix_socket_mode"),
+            &mut warnings,
+        )?;
+        let http_port = parse_http_port(get("pg_status__http_port"), http_unix_socket.is_some())?;
 
         let (current_dc, current_geo) = {
             let dc = parse_locality(env, &mut hosts, "dc", &mut warnings)?;
@@ -431,8 +457,9 @@ impl Config {
                 1_000_000,
                 0,
             )?,
-            http_port: parse_port("pg_status__http_port", get("pg_status__http_port"), 8000)?,
+            http_port,
             listen,
+            http_unix_socket,
             log_level: parse_log_level(get("pg_status__log_level"))?,
             log_format: parse_log_format(get("pg_status__log_format"))?,
             split_brain: parse_split_brain(get("pg_status__split_brain"))?,
@@ -506,6 +533,63 @@ fn parse_ms(var: &str, value: Option<&str>, default: u64) -> Result<Duration, Co
 fn parse_port(var: &str, value: Option<&str>, default: u16) -> Result<u16, ConfigError> {
     let n = parse_u64(var, value, u64::from(default), 1)?;
     u16::try_from(n).map_err(|_| invalid(var, value.unwrap_or_default(), "a port is at most 65535"))
+}
+
+/// `pg_status__http_port`: 1-65535, or 0 (TCP off) when a Unix socket is configured.
+fn parse_http_port(value: Option<&str>, unix_socket: bool) -> Result<u16, ConfigError> {
+    const VAR: &str = "pg_status__http_port";
+    let raw = value.unwrap_or_default();
+    match parse_u64(VAR, value, 8000, 0)? {
+        0 if unix_socket => Ok(0),
+        0 => Err(invalid(
+            VAR,
+            raw,
+            "must be at least 1; 0 turns TCP off, which needs pg_status__http_unix_socket (else nothing would listen)",
+        )),
+        n => u16::try_from(n).map_err(|_| invalid(VAR, raw, "a port is at most 65535")),
+    }
+}
+
+/// `pg_status__http_unix_socket` and `pg_status__http_unix_socket_mode` (octal, like chmod's).
+fn parse_unix_socket(
+    path: Option<&str>,
+    mode: Option<&str>,
+    warnings: &mut Vec<String>,
+) -> Result<Option<UnixSocketConfig>, ConfigError> {
+    const PATH: &str = "pg_status__http_unix_socket";
+    const MODE: &str = "pg_status__http_unix_socket_mode";
+    let mode = match mode {
+        None => DEFAULT_UNIX_SOCKET_MODE,
+        Some(raw) => {
+            let text = raw.trim();
+            let digits = text.strip_prefix("0o").unwrap_or(text);
+            let parsed =
+                (!digits.is_empty() && digits.len() <= 4 && digits.bytes().all(|b| (b'0'..=b'7').contains(&b)))
+                    .then(|| u32::from_str_radix(digits, 8).ok())
+                    .flatten()
+                    .filter(|m| *m <= 0o777);
+            parsed.ok_or_else(|| {
+                invalid(MODE, raw, "expected permission bits in octal, like chmod's: 0660, 0600 or 0666 (at most 0777)")
+            })?
+        }
+    };
+    let Some(raw) = path else {
+        if mode != DEFAULT_UNIX_SOCKET_MODE {
+            warnings.push(format!("{MODE} is set but {PATH} is not: there is no Unix socket, so it is ignored"));
+        }
+        return Ok(None);
+    };
+    if raw.trim().is_empty() {
+        return Err(invalid(PATH, raw, "must not be empty: give a path such as /run/pg-status/http.sock"));
+    }
+    if raw.len() > MAX_UNIX_SOCKET_PATH {
+        return Err(invalid(
+            PATH,
+            raw,
+            format!("is {} bytes long; a Unix socket path is at most {MAX_UNIX_SOCKET_PATH}", raw.len()),
+        ));
+    }
+    Ok(Some(UnixSocketConfig { path: raw.to_owned(), mode }))
 }
 
 fn parse_ports(value: Option<&str>) -> Result<Vec<u16>, ConfigError> {
@@ -913,6 +997,39 @@ mod tests {
         let message =
             err(&[("pg_status__hosts", "a"), ("pg_status__pg_password", "s3cret"), ("pg_status__sleep_ms", "x")]);
         assert!(!message.contains("s3cret"));
+    }
+
+    #[test]
+    fn unix_socket_and_tcp_off() {
+        let with = |vars: &[(&str, &str)]| {
+            let mut all = vec![("pg_status__hosts", "a")];
+            all.extend_from_slice(vars);
+            cfg(&all)
+        };
+        let c = with(&[]).expect("defaults");
+        assert_eq!((c.http_port, c.http_unix_socket), (8000, None));
+        let c = with(&[("pg_status__http_unix_socket", "/run/pg-status/http.sock")]).expect("socket");
+        let socket = UnixSocketConfig { path: "/run/pg-status/http.sock".into(), mode: 0o660 };
+        assert_eq!((c.http_port, c.http_unix_socket), (8000, Some(socket)));
+        let c = with(&[("pg_status__http_unix_socket", "/s"), ("pg_status__http_port", "0")]).expect("unix only");
+        assert_eq!(c.http_port, 0);
+        for (mode, bits) in [("0600", 0o600), ("666", 0o666), ("0o640", 0o640), (" 0777 ", 0o777), ("0", 0)] {
+            let c = with(&[("pg_status__http_unix_socket", "/s"), ("pg_status__http_unix_socket_mode", mode)]);
+            assert_eq!(c.expect(mode).http_unix_socket.map(|s| s.mode), Some(bits), "{mode}");
+        }
+        for mode in ["0800", "rw-rw----", "", "1777", "07777", "-1", "0x1b6"] {
+            let c = with(&[("pg_status__http_unix_socket", "/s"), ("pg_status__http_unix_socket_mode", mode)]);
+            let e = c.expect_err(mode).to_string();
+            assert!(e.starts_with(&format!("pg_status__http_unix_socket_mode={mode:?}")), "{e}");
+        }
+        let e = with(&[("pg_status__http_port", "0")]).expect_err("nothing would listen").to_string();
+        assert!(e.contains("pg_status__http_port=\"0\"") && e.contains("pg_status__http_unix_socket"), "{e}");
+        let long = format!("/{}", "x".repeat(MAX_UNIX_SOCKET_PATH));
+        let e = with(&[("pg_status__http_unix_socket", &long)]).expect_err("too long").to_string();
+        assert!(e.contains("at most 107"), "{e}");
+        assert!(with(&[("pg_status__http_unix_socket", " ")]).is_err());
+        let c = with(&[("pg_status__http_unix_socket_mode", "0600")]).expect("mode alone");
+        assert!(c.warnings.iter().any(|w| w.contains("pg_status__http_unix_socket_mode")), "{:?}", c.warnings);
     }
 
     #[test]

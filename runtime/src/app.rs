@@ -67,8 +67,16 @@ pub(crate) fn run() -> i32 {
             return EXIT_START;
         }
     };
-    let listener = match listen::bind(config.listen, config.http_port) {
+    // Port 0 turns TCP off (the configuration allows it only with a Unix socket).
+    let listener = match (config.http_port != 0).then(|| listen::bind(config.listen, config.http_port)).transpose() {
         Ok(listener) => listener,
+        Err(e) => {
+            logger.fatal(format_args!("{e}"));
+            return EXIT_START;
+        }
+    };
+    let unix_socket = match config.http_unix_socket.as_ref().map(listen::bind_unix).transpose() {
+        Ok(socket) => socket,
         Err(e) => {
             logger.fatal(format_args!("{e}"));
             return EXIT_START;
@@ -96,17 +104,25 @@ pub(crate) fn run() -> i32 {
     };
 
     let executor = LocalExecutor::new();
-    let server = match HttpServer::new(listener, published, http_limits(&config), logger.component("http")) {
+    let server = HttpServer::serving(listener, unix_socket, published, http_limits(&config), logger.component("http"));
+    let server = match server {
         Ok(server) => server,
         Err(e) => {
             logger.fatal(format_args!("cannot serve HTTP: {e}"));
             return EXIT_START;
         }
     };
-    let address = server.local_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string());
+    let mut addresses = Vec::new();
+    if config.http_port != 0 {
+        addresses.push(server.local_addr().map_or_else(|_| "http://?".to_owned(), |a| format!("http://{a}")));
+    }
+    if let Some(path) = server.unix_path() {
+        addresses.push(format!("unix:{}", path.display()));
+    }
+    let address = addresses.join(" and ");
     let names: Vec<&str> = config.hosts.iter().map(|h| h.name.as_str()).collect();
     logger.info(format_args!(
-        "pg-status {} listening on http://{address}, monitoring {} {}: {}",
+        "pg-status {} listening on {address}, monitoring {} {}: {}",
         env!("CARGO_PKG_VERSION"),
         names.len(),
         if names.len() == 1 { "host" } else { "hosts" },

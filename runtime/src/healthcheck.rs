@@ -45,7 +45,14 @@ pub enum HealthError {
 /// Runs the check against the server the environment describes and returns the exit status: 0 when `/live`
 /// answered `200`, else 1 (with one line on stderr saying why).
 pub fn run() -> i32 {
-    let config = crate::app::read_config().map_err(HealthError::Config);
+    let config = crate::app::read_config().map_err(HealthError::Config).and_then(|c| match c.http_port {
+        0 => Err(HealthError::Config(
+            "pg_status__http_port=0: the server does not listen on TCP; check its Unix socket instead \
+             (curl --unix-socket PATH http://localhost/live)"
+                .to_owned(),
+        )),
+        _ => Ok(c),
+    });
     match config.and_then(|c| check(target(c.listen, c.http_port), TIMEOUT)) {
         Ok(()) => 0,
         Err(e) => {

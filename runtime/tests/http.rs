@@ -1,16 +1,22 @@
 //! The HTTP front end over real loopback sockets, answering from a fixed snapshot: keep-alive, pipelining,
-//! HEAD, 405, the header limit, the watchdog, the connection cap and graceful shutdown.
+//! HEAD, 405, the header limit, the watchdog, the connection cap and graceful shutdown; and the same over a Unix
+//! socket, alone or next to TCP.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use pg_status::http::{HttpServer, Limits};
+use pg_status::listen::{self, UnixBindError};
 use pg_status::log::Logger;
 use pg_status::publish::Published;
-use pg_status_core::config::{Config, LogLevel};
+use pg_status_core::config::{Config, LogLevel, UnixSocketConfig};
 use pg_status_core::monitor::{Action, Monitor};
 use pg_status_core::observation::Observation;
 use pg_status_core::snapshot::Snapshot;
@@ -41,6 +47,8 @@ fn snapshot_replayed(replayed: &str) -> Snapshot {
 /// A server on its own thread; dropping `stop` shuts it down.
 struct Server {
     addr: SocketAddr,
+    /// The Unix socket's path, when the server has one.
+    unix: Option<PathBuf>,
     published: Arc<Published>,
     stop: Option<async_channel::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -48,20 +56,36 @@ struct Server {
 
 impl Server {
     fn start(limits: Limits) -> Server {
+        Server::start_on(limits, None)
+    }
+
+    /// A server on TCP and on a Unix socket at `unix`.
+    fn start_on(limits: Limits, unix: Option<&Path>) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         listener.set_nonblocking(true).expect("non-blocking listener");
         let addr = listener.local_addr().expect("bound address");
+        let unix_socket = unix.map(|path| {
+            let config = UnixSocketConfig { path: path.to_str().expect("UTF-8 path").to_owned(), mode: 0o660 };
+            listen::bind_unix(&config).expect("bind the Unix socket")
+        });
         let (published, _refresh) = Published::new(snapshot());
         let served = published.clone();
         let (stop, stopped) = async_channel::bounded::<()>(1);
         let thread = thread::spawn(move || {
             let executor = LocalExecutor::new();
-            let server = HttpServer::new(listener, served, limits, Logger::new(LogLevel::Error)).expect("server");
+            let logger = Logger::new(LogLevel::Error);
+            let server = HttpServer::serving(Some(listener), unix_socket, served, limits, logger).expect("server");
             async_io::block_on(executor.run(server.run(&executor, async {
                 let _ = stopped.recv().await;
             })));
         });
-        Server { addr, published, stop: Some(stop), thread: Some(thread) }
+        Server { addr, unix: unix.map(Path::to_owned), published, stop: Some(stop), thread: Some(thread) }
+    }
+
+    fn connect_unix(&self) -> UnixStream {
+        let stream = UnixStream::connect(self.unix.as_ref().expect("a Unix socket")).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(5))).expect("read timeout");
+        stream
     }
 
     fn connect(&self) -> TcpStream {
@@ -105,7 +129,7 @@ impl Response {
 }
 
 /// Reads `count` responses from `stream` (`head_only`: the requests were HEAD, no bodies follow).
-fn read_responses(stream: &mut TcpStream, count: usize, head_only: bool) -> Vec<Response> {
+fn read_responses(stream: &mut impl Read, count: usize, head_only: bool) -> Vec<Response> {
     let mut buffer = Vec::new();
     let mut responses = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -131,8 +155,25 @@ fn read_responses(stream: &mut TcpStream, count: usize, head_only: bool) -> Vec<
     responses
 }
 
+/// A client socket whose reads can time out.
+trait Client: Read + Write {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()>;
+}
+
+impl Client for TcpStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout)
+    }
+}
+
+impl Client for UnixStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        UnixStream::set_read_timeout(self, timeout)
+    }
+}
+
 /// Whether the server closes `stream` within `limit` (reading and discarding anything it sends first).
-fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+fn closed_within(stream: &mut impl Client, limit: Duration) -> bool {
     let started = Instant::now();
     stream.set_read_timeout(Some(Duration::from_millis(50))).expect("read timeout");
     let mut chunk = [0u8; 1024];
@@ -428,4 +469,141 @@ fn min_lsn_request_waits_for_a_replica_to_catch_up() {
     server.published.store(snapshot());
     assert_eq!(read_responses(&mut stream, 1, false)[0].body, b"db2");
     assert!(started.elapsed() < Duration::from_millis(500), "answered after {:?}", started.elapsed());
+}
+
+/// A fresh path for a Unix socket in a fresh directory (removed when dropped).
+struct SocketDir(PathBuf);
+
+impl SocketDir {
+    fn new() -> SocketDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("pg-status-http-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("socket directory");
+        SocketDir(dir)
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.0.join("http.sock")
+    }
+}
+
+impl Drop for SocketDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn the_unix_socket_serves_the_same_api_as_tcp() {
+    let dir = SocketDir::new();
+    let server = Server::start_on(Limits::default(), Some(&dir.socket()));
+    let mode = std::fs::metadata(dir.socket()).expect("socket file").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660, "the socket file's mode");
+    let mut stream = server.connect_unix();
+    // Keep-alive and pipelining, HEAD, 404 and the JSON answer, on one connection.
+    stream.write_all([get("/master"), get("/nope"), get("/replica")].concat().as_bytes()).unwrap();
+    let responses = read_responses(&mut stream, 3, false);
+    let answers: Vec<(u16, &[u8])> = responses.iter().map(|r| (r.status, r.body.as_slice())).collect();
+    assert_eq!(answers[0], (200, b"db1".as_slice()));
+    assert_eq!((answers[1].0, answers[2]), (404, (200, b"db2".as_slice())));
+    stream.write_all(b"HEAD /master HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    assert_eq!(read_responses(&mut stream, 1, true)[0].status, 200);
+    stream.write_all(b"GET /replica HTTP/1.1\r\nHost: test\r\nAccept: application/json\r\n\r\n").unwrap();
+    assert_eq!(read_responses(&mut stream, 1, false)[0].body, br#"{"host": "db2", "dc": null, "geo": null}"#);
+    stream.write_all(b"POST /master HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n\r\n").unwrap();
+    let refused = &read_responses(&mut stream, 1, false)[0];
+    assert_eq!((refused.status, refused.header("allow")), (405, Some("GET, HEAD")));
+
+    // The header limit holds here too.
+    let mut big = server.connect_unix();
+    let request = format!("GET /master HTTP/1.1\r\nHost: test\r\nX-Big: {}\r\n\r\n", "a".repeat(200 * 1024));
+    let _ = big.write_all(request.as_bytes());
+    let mut answer = Vec::new();
+    let _ = big.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 431"), "got {text:?}");
+
+    // TCP answers next to it.
+    let mut tcp = server.connect();
+    tcp.write_all(get("/master").as_bytes()).unwrap();
+    assert_eq!(read_responses(&mut tcp, 1, false)[0].body, b"db1");
+}
+
+#[test]
+fn unix_and_tcp_clients_share_the_watchdog_and_the_connection_cap() {
+    let dir = SocketDir::new();
+    let limits = Limits {
+        max_connections: 2,
+        request_timeout: Duration::from_millis(400),
+        idle_timeout: Duration::from_secs(60),
+        ..Limits::default()
+    };
+    let server = Server::start_on(limits, Some(&dir.socket()));
+    // A half-sent request over the Unix socket is dropped like one over TCP.
+    let mut half = server.connect_unix();
+    half.write_all(b"GET /master HTTP/1.1\r\nHost: te").unwrap();
+    let started = Instant::now();
+    assert!(closed_within(&mut half, Duration::from_secs(3)), "half request kept open");
+    assert!(started.elapsed() >= Duration::from_millis(150), "closed too early: {:?}", started.elapsed());
+    drop(half);
+    thread::sleep(Duration::from_millis(50));
+
+    // One Unix and one TCP connection fill the cap of 2; the Unix one has idled the longest.
+    let mut oldest = server.connect_unix();
+    oldest.write_all(get("/master").as_bytes()).unwrap();
+    assert_eq!(read_responses(&mut oldest, 1, false)[0].status, 200);
+    thread::sleep(Duration::from_millis(700));
+    let mut recent = server.connect();
+    recent.write_all(get("/master").as_bytes()).unwrap();
+    assert_eq!(read_responses(&mut recent, 1, false)[0].status, 200);
+    // A TCP newcomer makes the Unix connection idle the longest close, and is answered at once.
+    let mut newcomer = server.connect();
+    newcomer.write_all(get("/master").as_bytes()).unwrap();
+    let started = Instant::now();
+    assert_eq!(read_responses(&mut newcomer, 1, false)[0].body, b"db1");
+    assert!(started.elapsed() < Duration::from_secs(1), "the newcomer waited {:?}", started.elapsed());
+    assert!(closed_within(&mut oldest, Duration::from_secs(1)), "the longest-idle connection was closed");
+    recent.write_all(get("/live").as_bytes()).unwrap();
+    assert_eq!(read_responses(&mut recent, 1, false)[0].status, 200, "a recently used connection stays open");
+}
+
+#[test]
+fn the_socket_file_is_removed_at_shutdown() {
+    let dir = SocketDir::new();
+    let mut server = Server::start_on(Limits::default(), Some(&dir.socket()));
+    let mut idle = server.connect_unix();
+    idle.write_all(get("/live").as_bytes()).unwrap();
+    assert_eq!(read_responses(&mut idle, 1, false)[0].status, 200);
+    server.shutdown();
+    assert!(closed_within(&mut idle, Duration::from_secs(1)));
+    assert!(!dir.socket().exists(), "the socket file outlived the server");
+    assert!(UnixStream::connect(dir.socket()).is_err());
+}
+
+#[test]
+fn a_stale_socket_file_is_replaced_and_a_live_one_is_refused() {
+    let dir = SocketDir::new();
+    let path = dir.socket();
+    let config = UnixSocketConfig { path: path.to_str().expect("UTF-8").to_owned(), mode: 0o600 };
+    // A live socket: another process listens on it. It is refused and left alone.
+    let live = UnixListener::bind(&path).expect("bind");
+    let refused = listen::bind_unix(&config).expect_err("someone listens there");
+    assert!(matches!(refused, UnixBindError::InUse { .. }), "{refused:?}");
+    assert!(refused.to_string().contains(path.to_str().expect("UTF-8")), "{refused}");
+    assert!(UnixStream::connect(&path).is_ok(), "the other process's socket still works");
+    // Its process is gone (the listener closed, the file stays): the file is replaced.
+    drop(live);
+    assert!(path.exists());
+    let socket = listen::bind_unix(&config).expect("a stale file is replaced");
+    assert_eq!(std::fs::metadata(&path).expect("socket").permissions().mode() & 0o777, 0o600);
+    assert!(UnixStream::connect(&path).is_ok(), "the new socket listens");
+    drop(socket);
+    assert!(!path.exists(), "dropping the socket removes its file");
+    // Something that is not a socket is never removed.
+    std::fs::write(&path, b"not a socket").expect("a regular file");
+    let refused = listen::bind_unix(&config).expect_err("not a socket");
+    assert!(matches!(refused, UnixBindError::NotASocket { .. }), "{refused:?}");
+    assert_eq!(std::fs::read(&path).expect("still there"), b"not a socket");
 }

@@ -9,18 +9,18 @@ use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::net::{Shutdown, TcpStream};
 use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use async_io::{Async, Timer};
+use async_io::Timer;
 use bytes::Bytes;
-use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWrite};
+use futures_lite::{future, AsyncRead, AsyncWrite};
 use http_body_util::Full;
 use hyper::service::service_fn;
 
+use super::client::Client;
 use super::metrics;
 use super::respond::{self, Plan};
 use super::OpenGuard;
@@ -97,7 +97,7 @@ impl Drop for Holding {
 /// The client socket, noting reads and writes for the watchdog.
 struct Watched {
     /// Shared with the connection task, which closes the socket itself after hyper is done with it.
-    socket: Rc<Async<TcpStream>>,
+    socket: Rc<Client>,
     activity: Rc<Activity>,
     /// The last read returned less than it asked for, so the socket's receive queue was empty then.
     drained: Cell<bool>,
@@ -105,7 +105,7 @@ struct Watched {
 
 impl AsyncRead for Watched {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut &*self.socket).poll_read(cx, buf);
+        let poll = self.socket.poll_read(cx, buf);
         if let Poll::Ready(Ok(n)) = poll {
             if n > 0 {
                 self.activity.pending.set(true);
@@ -117,7 +117,7 @@ impl AsyncRead for Watched {
 
 impl AsyncWrite for Watched {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut &*self.socket).poll_write(cx, buf);
+        let poll = self.socket.poll_write(cx, buf);
         match poll {
             Poll::Ready(Ok(n)) if n > 0 => {
                 // hyper writes an answer only after it has read the whole request.
@@ -132,12 +132,13 @@ impl AsyncWrite for Watched {
         poll
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut &*self.socket).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Writes go straight to the socket: there is nothing to flush.
+        Poll::Ready(Ok(()))
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut &*self.socket).poll_close(cx)
+        self.socket.poll_close(cx)
     }
 }
 
@@ -262,14 +263,14 @@ const LINGER_BYTES: usize = 1024 * 1024;
 
 /// Shuts the sending side and discards what the client still sends, within [`LINGER_TIME`] and
 /// [`LINGER_BYTES`].
-async fn linger(socket: &Async<TcpStream>) {
-    let _ = socket.get_ref().shutdown(Shutdown::Write);
+async fn linger(socket: &Client) {
+    socket.shutdown_write();
     let drain = async {
         // On the heap: an array here would live in every connection's future, idle or not (4 KiB each).
         let mut buffer = vec![0u8; 4096];
         let mut total = 0;
         while total < LINGER_BYTES {
-            match (&*socket).read(&mut buffer).await {
+            match future::poll_fn(|cx| socket.poll_read(cx, &mut buffer)).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => total += n,
             }
@@ -290,7 +291,7 @@ enum Step {
 }
 
 /// Serves one client until it leaves, stalls, idles out, or the server shuts down.
-pub(super) async fn serve(socket: Async<TcpStream>, guard: OpenGuard) {
+pub(super) async fn serve(socket: Client, guard: OpenGuard) {
     let shared = guard.shared().clone();
     let limits = shared.limits;
     let stop = shared.shutdown.listen();

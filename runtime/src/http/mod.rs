@@ -1,9 +1,10 @@
 //! The HTTP front end: hyper's HTTP/1 server on a smol `LocalExecutor`, answering from the published snapshot.
 //!
-//! One thread serves every connection. The accept loop survives every accept error (running out of file
+//! One thread serves every connection, over TCP, a Unix socket, or both, under one connection cap. The accept loop survives every accept error (running out of file
 //! descriptors included: it backs off and goes on), caps the number of open connections, and on shutdown
 //! stops accepting and lets the requests in progress finish within a bounded time.
 
+mod client;
 mod conn;
 pub mod metrics;
 mod respond;
@@ -12,7 +13,10 @@ mod trim;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +27,8 @@ use futures_lite::future;
 use hyper::server::conn::http1;
 use smol::LocalExecutor;
 
+use self::client::Client;
+use crate::listen::{SocketFile, UnixSocket};
 use crate::log::Logger;
 use crate::publish::Published;
 
@@ -174,15 +180,34 @@ impl Drop for OpenGuard {
 
 /// The HTTP server of one thread.
 pub struct HttpServer {
-    listener: Async<TcpListener>,
+    tcp: Option<Async<TcpListener>>,
+    unix: Option<UnixServing>,
     shared: Rc<Shared>,
     logger: Logger,
 }
 
+/// The Unix socket being served, and the guard that removes its file when serving ends.
+struct UnixServing {
+    listener: Async<UnixListener>,
+    file: SocketFile,
+}
+
 impl HttpServer {
-    /// A server on a bound, listening socket, answering from the snapshots `published` by the poller.
+    /// A server on a bound, listening TCP socket, answering from the snapshots `published` by the poller.
     pub fn new(
         listener: TcpListener,
+        published: Arc<Published>,
+        limits: Limits,
+        logger: Logger,
+    ) -> io::Result<HttpServer> {
+        HttpServer::serving(Some(listener), None, published, limits, logger)
+    }
+
+    /// A server on a TCP socket, a Unix socket, or both (all connections count against one cap). With
+    /// neither it serves nothing until shut down.
+    pub fn serving(
+        tcp: Option<TcpListener>,
+        unix: Option<UnixSocket>,
         published: Arc<Published>,
         limits: Limits,
         logger: Logger,
@@ -207,12 +232,28 @@ impl HttpServer {
             shutdown: Event::new(),
             logger,
         });
-        Ok(HttpServer { listener: Async::new(listener)?, shared, logger })
+        let tcp = tcp.map(Async::new).transpose()?;
+        let unix = match unix {
+            Some(socket) => {
+                let (listener, file) = socket.into_parts();
+                Some(UnixServing { listener: Async::new(listener)?, file })
+            }
+            None => None,
+        };
+        Ok(HttpServer { tcp, unix, shared, logger })
     }
 
-    /// The address the server listens on (with the real port when port 0 was asked for).
+    /// The TCP address the server listens on (with the real port when port 0 was asked for).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.get_ref().local_addr()
+        match &self.tcp {
+            Some(listener) => listener.get_ref().local_addr(),
+            None => Err(io::Error::new(io::ErrorKind::NotFound, "the server does not listen on TCP")),
+        }
+    }
+
+    /// The path of the Unix socket the server listens on, if any.
+    pub fn unix_path(&self) -> Option<&Path> {
+        self.unix.as_ref().map(|u| u.file.path())
     }
 
     /// Serves until `shutdown` completes, then stops accepting and waits (at most the drain timeout) for open
@@ -222,10 +263,38 @@ impl HttpServer {
             let open = self.shared.open.get();
             (self.shared.peak_open.replace(open), open)
         });
-        future::or(shutdown, future::or(self.accept_loop(executor), trim)).await;
-        let HttpServer { listener, shared, .. } = self;
-        // Closing the socket makes new clients fail at once instead of waiting in the backlog.
-        drop(listener);
+        let tcp = async {
+            match &self.tcp {
+                Some(listener) => {
+                    self.accept_loop(executor, || async {
+                        let socket = TcpStream::from(listener.read_with(accept_nonblocking).await?);
+                        // Answers are small and must go out at once.
+                        let _ = socket.set_nodelay(true);
+                        Ok(Client::Tcp(Async::new_nonblocking(socket)?))
+                    })
+                    .await
+                }
+                None => future::pending().await,
+            }
+        };
+        let unix = async {
+            match &self.unix {
+                Some(unix) => {
+                    self.accept_loop(executor, || async {
+                        let socket = UnixStream::from(unix.listener.read_with(accept_nonblocking).await?);
+                        Ok(Client::Unix(Async::new_nonblocking(socket)?))
+                    })
+                    .await
+                }
+                None => future::pending().await,
+            }
+        };
+        future::or(shutdown, future::or(future::or(tcp, unix), trim)).await;
+        let HttpServer { tcp, unix, shared, .. } = self;
+        // Closing the sockets makes new clients fail at once instead of waiting in the backlog; the Unix
+        // socket's file goes with its listener.
+        drop(tcp);
+        drop(unix);
         shared.closing.set(true);
         shared.shutdown.notify(usize::MAX);
         let drained = async {
@@ -257,16 +326,18 @@ impl HttpServer {
         }
     }
 
-    /// Accepts connections forever.
-    async fn accept_loop(&self, executor: &LocalExecutor<'static>) {
+    /// Accepts connections with `accept` forever.
+    async fn accept_loop<A, F>(&self, executor: &LocalExecutor<'static>, accept: A)
+    where
+        A: Fn() -> F,
+        F: Future<Output = io::Result<Client>>,
+    {
         let limits = self.shared.limits;
         let mut last_report: Option<Instant> = None;
         loop {
-            match self.listener.accept().await {
-                Ok((socket, _peer)) => {
+            match accept().await {
+                Ok(socket) => {
                     self.make_room().await;
-                    // Answers are small and must go out at once.
-                    let _ = socket.get_ref().set_nodelay(true);
                     let guard = OpenGuard::new(&self.shared);
                     executor.spawn(conn::serve(socket, guard)).detach();
                 }
@@ -290,6 +361,14 @@ impl HttpServer {
             }
         }
     }
+}
+
+/// Accepts a connection already non-blocking (`accept4` with `SOCK_NONBLOCK`): one system call per connection
+/// fewer than accepting and then switching the socket to non-blocking mode, on the path of every client that
+/// opens a connection per request.
+fn accept_nonblocking(listener: &impl AsFd) -> io::Result<OwnedFd> {
+    use rustix::net::{accept_with, SocketFlags};
+    accept_with(listener, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC).map_err(io::Error::from)
 }
 
 #[cfg(test)]
