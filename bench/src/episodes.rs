@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use pg_status_tests::{PgStatus, PgStatusBuilder};
 
 use crate::error::{Error, Result};
+use crate::failover::{promoted_at, watch_promotion};
 use crate::report::{ms, progress, Report};
 use crate::{Ctx, Target};
 
@@ -84,30 +85,9 @@ fn round(ctx: &Ctx, fast_sleep_ms: u64, number: usize) -> Result<Round> {
 
     std::thread::sleep(Duration::from_secs(2));
     let mark = pg.stdout().len();
-    let mut watch = cluster.node(1).connect_as("pg-status-bench-watch")?;
-    let watcher = std::thread::spawn(move || -> Option<Instant> {
-        let started = Instant::now();
-        while started.elapsed() < WAIT {
-            let in_recovery = watch.simple_query("SELECT pg_is_in_recovery()").ok().and_then(|m| {
-                m.into_iter().find_map(|m| match m {
-                    postgres::SimpleQueryMessage::Row(r) => r.get(0).map(|v| v == "t"),
-                    _ => None,
-                })
-            });
-            if in_recovery == Some(false) {
-                return Some(Instant::now());
-            }
-            // A short pause: a spinning watcher would take the CPU pg-status needs on a 2-core machine.
-            std::thread::sleep(Duration::from_micros(500));
-        }
-        None
-    });
-    cluster.node(1).promote()?;
-    let promoted = watcher
-        .join()
-        .ok()
-        .flatten()
-        .ok_or_else(|| Error::Unexpected("the promoted replica never left recovery".into()))?;
+    let watcher = watch_promotion(cluster.node(1), WAIT)?;
+    cluster.node(1).signal_promote()?;
+    let promoted = promoted_at(watcher)?;
     let started = Instant::now();
     let switched = loop {
         let r = pg.get("/master")?;

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use pg_status_core::observation::POLL_QUERY;
-use pg_status_tests::{Cluster, PgStatus, Proxy};
+use pg_status_tests::{Cluster, Node, PgStatus, Proxy};
 
 use crate::error::{Error, Result};
 use crate::report::{ms, progress, Report};
@@ -61,6 +61,34 @@ fn wait_not_alive(pg: &PgStatus, hosts: &[&str]) -> Result<Vec<Instant>> {
     Ok(seen.into_iter().flatten().collect())
 }
 
+/// Watches `node` from a connection of its own, until it leaves recovery or `wait` has passed; the thread
+/// returns when it saw the promotion. It pauses half a millisecond between looks: a spinning watcher would take
+/// the CPU pg-status needs on a 2-core machine.
+pub(crate) fn watch_promotion(node: &Node, wait: Duration) -> Result<std::thread::JoinHandle<Option<Instant>>> {
+    let mut watch = node.connect_as("pg-status-bench-watch")?;
+    Ok(std::thread::spawn(move || -> Option<Instant> {
+        let started = Instant::now();
+        while started.elapsed() < wait {
+            let in_recovery = watch.simple_query("SELECT pg_is_in_recovery()").ok().and_then(|m| {
+                m.into_iter().find_map(|m| match m {
+                    postgres::SimpleQueryMessage::Row(r) => r.get(0).map(|v| v == "t"),
+                    _ => None,
+                })
+            });
+            if in_recovery == Some(false) {
+                return Some(Instant::now());
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        None
+    }))
+}
+
+/// When the watcher of [`watch_promotion`] saw the promotion.
+pub(crate) fn promoted_at(watcher: std::thread::JoinHandle<Option<Instant>>) -> Result<Instant> {
+    watcher.join().ok().flatten().ok_or_else(|| Error::Unexpected("the promoted replica never left recovery".into()))
+}
+
 fn poll_rtt(cluster: &Cluster, node: usize) -> Result<Duration> {
     let mut samples = Vec::new();
     for _ in 0..21 {
@@ -100,30 +128,10 @@ fn round(ctx: &Ctx, number: usize) -> Result<Round> {
     let from = pg.stdout().len();
     cluster.node(0).kill()?;
     line_at(from, &names[0], "possible dead")?;
-    let mut watch = cluster.node(1).connect_as("pg-status-bench-watch")?;
-    let watcher = std::thread::spawn(move || -> Option<Instant> {
-        let started = Instant::now();
-        while started.elapsed() < WAIT {
-            let in_recovery = watch.simple_query("SELECT pg_is_in_recovery()").ok().and_then(|m| {
-                m.into_iter().find_map(|m| match m {
-                    postgres::SimpleQueryMessage::Row(r) => r.get(0).map(|v| v == "t"),
-                    _ => None,
-                })
-            });
-            if in_recovery == Some(false) {
-                return Some(Instant::now());
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        None
-    });
+    let watcher = watch_promotion(cluster.node(1), WAIT)?;
     let promote_started = Instant::now();
     cluster.node(1).promote()?;
-    let promoted = watcher
-        .join()
-        .ok()
-        .flatten()
-        .ok_or_else(|| Error::Unexpected("the promoted replica never left recovery".into()))?;
+    let promoted = promoted_at(watcher)?;
     let started = Instant::now();
     let switched = loop {
         let r = pg.get("/master")?;

@@ -820,7 +820,7 @@ mod tests {
         }
     }
 
-    fn master(lsn: u64) -> Observation {
+    pub(super) fn master(lsn: u64) -> Observation {
         Observation {
             role: Role::Master,
             current_lsn: Some(Lsn(lsn)),
@@ -833,7 +833,7 @@ mod tests {
         }
     }
 
-    fn replica(lsn: u64) -> Observation {
+    pub(super) fn replica(lsn: u64) -> Observation {
         Observation {
             role: Role::Replica,
             current_lsn: None,

@@ -508,6 +508,15 @@ impl Node {
         cmd.status().map(|s| s.success()).unwrap_or(false)
     }
 
+    /// Asks a replica to promote itself and returns at once (`pg_ctl promote -W`): a benchmark times what
+    /// follows from the promotion, not from when `pg_ctl` has seen it (it looks every 100 ms).
+    pub fn signal_promote(&self) -> Result<()> {
+        let mut cmd = self.bins.command("pg_ctl");
+        cmd.arg("-D").arg(&self.data).args(["-W", "promote"]);
+        run(cmd, || self.log_tail(2000))?;
+        Ok(())
+    }
+
     /// Promotes a replica (`pg_ctl promote -w`) and waits until it accepts writes.
     pub fn promote(&self) -> Result<()> {
         let mut cmd = self.bins.command("pg_ctl");

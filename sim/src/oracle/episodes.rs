@@ -261,9 +261,6 @@ impl EpisodeChecks {
 #[cfg(test)]
 mod tests {
     //! Each check is shown a broken run here, so it is known to catch what it claims to.
-    use pg_status_core::lsn::Lsn;
-    use pg_status_core::observation::{Observation, Receiver};
-
     use super::*;
 
     fn settings(fast_sleep_ms: u64) -> Settings {
@@ -288,16 +285,8 @@ mod tests {
     }
 
     fn poll(host: usize, start: u64, end: u64, role: Role) -> PollRecord {
-        let observation = Observation {
-            role,
-            current_lsn: Some(Lsn(1)),
-            receive_lsn: None,
-            replay_lsn: None,
-            replay_delay_ms: None,
-            timeline: Some(1),
-            latest_end_lsn: None,
-            receiver: Receiver::Readable,
-        };
+        let observation =
+            if role == Role::Master { super::super::tests::master(1) } else { super::super::tests::replica(1) };
         PollRecord { host, at_ms: end, elapsed_ms: end - start, result: Ok(observation), in_time: true }
     }
 
