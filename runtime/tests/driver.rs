@@ -230,7 +230,9 @@ fn one_connection_is_reused_and_renewed_after_its_max_age() {
     assert!(polls.iter().all(|p| p.result == Ok(Role::Master)), "{polls:?}");
     let connections = seen.connections.load(Ordering::SeqCst);
     assert!((2..=4).contains(&connections), "{connections} connections in 1 s with a 400 ms maximum age");
-    assert_eq!(seen.queries.load(Ordering::SeqCst), polls.len());
+    // One query per poll; the server may also have seen the query of a poll still in flight at shutdown.
+    let queries = seen.queries.load(Ordering::SeqCst);
+    assert!(queries == polls.len() || queries == polls.len() + 1, "{queries} queries for {} polls", polls.len());
     assert!(log.0.borrow().events.contains(&format!("{host}: master")));
     // Every connection was closed at renewal or shutdown.
     wait_for("connections to close", Duration::from_secs(2), || seen.closed.load(Ordering::SeqCst) == connections);

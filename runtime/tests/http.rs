@@ -511,7 +511,10 @@ fn the_unix_socket_serves_the_same_api_as_tcp() {
     stream.write_all(b"HEAD /master HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
     assert_eq!(read_responses(&mut stream, 1, true)[0].status, 200);
     stream.write_all(b"GET /replica HTTP/1.1\r\nHost: test\r\nAccept: application/json\r\n\r\n").unwrap();
-    assert_eq!(read_responses(&mut stream, 1, false)[0].body, br#"{"host": "db2", "dc": null, "geo": null}"#);
+    assert_eq!(
+        read_responses(&mut stream, 1, false)[0].body,
+        br#"{"host": "db2", "dc": null, "geo": null, "port": 5432}"#
+    );
     stream.write_all(b"POST /master HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n\r\n").unwrap();
     let refused = &read_responses(&mut stream, 1, false)[0];
     assert_eq!((refused.status, refused.header("allow")), (405, Some("GET, HEAD")));

@@ -12,6 +12,8 @@ use pg_status_tests::{postgres_or_skip, Cluster, ClusterOptions};
 use serde_json::json;
 
 const SLEEP_MS: u64 = 200;
+/// `pg_status__fast_sleep_ms` at its default.
+const FAST_SLEEP_MS: u64 = 100;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -38,8 +40,9 @@ fn failover_promotion_death_revival_and_split_brain() {
     let max_dead = Duration::from_millis(MAX_FAILS as u64 * (SLEEP_MS + QUERY_TIMEOUT_MS)) + SLACK;
     let (i_dead, dead) = out.wait_for_line_after(mark, &format!("{mh}: dead"), max_dead).expect("dead line");
     c.check(i_possible < i_dead, || "'possible dead' comes before 'dead'".into());
-    // max_fails - 1 more failed polls, each at least sleep_ms after the previous one ended.
-    let min_gap = Duration::from_millis((MAX_FAILS as u64 - 1) * SLEEP_MS * 9 / 10);
+    // max_fails - 1 more failed polls, each at least a fast interval (pg_status__fast_sleep_ms, 100 ms by
+    // default) after the previous one ended: the master's stop started a failover episode.
+    let min_gap = Duration::from_millis((MAX_FAILS as u64 - 1) * FAST_SLEEP_MS.min(SLEEP_MS) * 9 / 10);
     c.check(dead.at.duration_since(possible.at) >= min_gap, || {
         format!("dead only at the {MAX_FAILS}th failure: {:?} after possible dead, want >= {min_gap:?}", {
             dead.at.duration_since(possible.at)

@@ -77,9 +77,8 @@ fn the_api_over_the_unix_socket_with_tcp_turned_off() {
     settle(&p, &socket, "/master", 200, Some(&primary.host()));
     settle(&p, &socket, "/replica", 200, Some(&replica.host()));
     let json = curl(&socket, "/master", Some("application/json")).expect("JSON answer");
-    c.check(json == (200, format!(r#"{{"host": "{}", "dc": null, "geo": null}}"#, primary.host())), || {
-        format!("/master as JSON: {json:?}")
-    });
+    let want = format!(r#"{{"host": "{}", "dc": null, "geo": null, "port": {}}}"#, primary.host(), primary.port());
+    c.check(json == (200, want), || format!("/master as JSON: {json:?}"));
     let hosts = curl(&socket, "/hosts", None).expect("/hosts");
     c.check(hosts.0 == 200 && hosts.1.contains(&replica.host()), || format!("/hosts: {hosts:?}"));
     let missing = curl(&socket, "/nope", None).expect("/nope");
