@@ -26,6 +26,9 @@ struct Round {
     /// `pg_ctl stop -m immediate` of a replica to `/hosts` showing it possibly dead (out of the rotation:
     /// a healthy replica is preferred).
     replica_out: Duration,
+    /// The same, from the moment `pg_ctl` returned (the signal had been sent by then): without the cost of
+    /// starting `pg_ctl`.
+    replica_out_signalled: Duration,
     /// `pg_ctl stop -m fast` of the master started to `/hosts` showing it possibly dead.
     master_down: Duration,
     /// The promoted replica left recovery (seen by a watcher connection) to `/master` naming it.
@@ -74,7 +77,9 @@ fn round(ctx: &Ctx, fast_sleep_ms: u64, number: usize) -> Result<Round> {
 
     let crashed = Instant::now();
     cluster.node(2).signal_stop("immediate")?;
-    let replica_out = wait_unhealthy(&pg, &names[2])? - crashed;
+    let signalled = Instant::now();
+    let out_at = wait_unhealthy(&pg, &names[2])?;
+    let (replica_out, replica_out_signalled) = (out_at - crashed, out_at.saturating_duration_since(signalled));
     cluster.node(2).wait_stopped()?;
 
     std::thread::sleep(Duration::from_millis(1200));
@@ -102,6 +107,7 @@ fn round(ctx: &Ctx, fast_sleep_ms: u64, number: usize) -> Result<Round> {
     let line = pg.stdout().wait_for_line_after(mark, &format!("{}: master", names[1]), WAIT)?.1.at;
     Ok(Round {
         replica_out,
+        replica_out_signalled,
         master_down,
         promotion: switched.saturating_duration_since(promoted),
         promotion_line: line.saturating_duration_since(promoted),
@@ -145,6 +151,11 @@ pub fn run(ctx: &Ctx, report: &mut Report) -> Result<Vec<Target>> {
             "replica crash -> out of /replica".to_owned(),
             stat(&on, |r| r.replica_out),
             stat(&off, |r| r.replica_out),
+        ],
+        vec![
+            "replica crash -> out of /replica, from `pg_ctl` returned".to_owned(),
+            stat(&on, |r| r.replica_out_signalled),
+            stat(&off, |r| r.replica_out_signalled),
         ],
         vec!["master stop -> possibly dead".to_owned(), stat(&on, |r| r.master_down), stat(&off, |r| r.master_down)],
         vec!["promotion -> /master".to_owned(), stat(&on, |r| r.promotion), stat(&off, |r| r.promotion)],
