@@ -1,12 +1,12 @@
-//! Prometheus metrics: per-host poll statistics kept by the monitor, HTTP request counters shared by request
-//! threads, and the text exposition of both together with the current snapshot.
+//! Prometheus metrics: per-host poll statistics the poller publishes ([`Telemetry`]), HTTP request counters the
+//! HTTP side keeps, and the text exposition of both together with the current snapshot. Rendering reads only
+//! published state: a scrape never waits for the poller.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::http::{Route, VERSION};
-use crate::monitor::{Monitor, PollErrorKind};
+use crate::monitor::{HostCounters, Monitor, PollErrorKind};
 use crate::observation::Role;
 use crate::snapshot::{Health, Snapshot};
 
@@ -64,28 +64,69 @@ impl PollStats {
 /// Status codes counted separately; others are counted as `other`.
 const STATUSES: [u16; 7] = [200, 400, 404, 405, 431, 503, 0];
 
-/// HTTP requests by route and status, counted lock-free by request threads.
-#[derive(Debug, Default)]
+/// HTTP requests by route and status. Plain state: the HTTP side owns it (one thread serves every
+/// connection) and passes it in.
+#[derive(Debug, Clone, Default)]
 pub struct HttpCounters {
     /// Indexed by route (the last row for unknown paths, then `/metrics`) and status.
-    counts: [[AtomicU64; STATUSES.len()]; Route::ALL.len() + 2],
+    counts: [[u64; STATUSES.len()]; Route::ALL.len() + 2],
 }
 
 impl HttpCounters {
     /// Counts one answered request; `route` is `None` for a path that is not ours.
-    pub fn record(&self, route: Option<Route>, status: u16) {
+    pub fn record(&mut self, route: Option<Route>, status: u16) {
         let row = route.and_then(|r| Route::ALL.iter().position(|x| *x == r)).unwrap_or(Route::ALL.len());
         self.count(row, status);
     }
 
     /// Counts one answered `/metrics` request.
-    pub fn record_metrics(&self, status: u16) {
+    pub fn record_metrics(&mut self, status: u16) {
         self.count(Route::ALL.len() + 1, status);
     }
 
-    fn count(&self, row: usize, status: u16) {
+    fn count(&mut self, row: usize, status: u16) {
         let col = STATUSES.iter().position(|s| *s == status).unwrap_or(STATUSES.len() - 1);
-        self.counts[row][col].fetch_add(1, Ordering::Relaxed);
+        self.counts[row][col] = self.counts[row][col].saturating_add(1);
+    }
+}
+
+/// What the poller publishes for `/metrics` besides the snapshot: per-host counters and poll statistics, and
+/// the state of split brain and failover episodes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Telemetry {
+    /// Per host, in host order.
+    pub hosts: Vec<HostTelemetry>,
+    /// A split brain is declared (DESIGN 4: on fresh evidence).
+    pub split_brain: bool,
+    /// A failover episode runs.
+    pub episode: bool,
+    /// Failover episodes started so far.
+    pub episodes_total: u64,
+}
+
+/// One host's counters and poll statistics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostTelemetry {
+    /// Failures in a row, last success, connections, iterations.
+    pub counters: HostCounters,
+    /// Poll durations and failure causes.
+    pub stats: PollStats,
+}
+
+impl Telemetry {
+    /// What `monitor` has to publish now.
+    pub fn of(monitor: &Monitor) -> Telemetry {
+        let hosts = (0..monitor.host_count())
+            .filter_map(|i| {
+                Some(HostTelemetry { counters: monitor.counters(i)?, stats: monitor.poll_stats(i)?.clone() })
+            })
+            .collect();
+        Telemetry {
+            hosts,
+            split_brain: !monitor.split_brain().is_empty(),
+            episode: monitor.in_episode(),
+            episodes_total: monitor.episodes_total(),
+        }
     }
 }
 
@@ -107,7 +148,8 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 /// Renders every metric in the Prometheus text exposition format (version 0.0.4).
-pub fn render(monitor: &Monitor, snapshot: &Snapshot, http: &HttpCounters, now: Instant) -> String {
+pub fn render(snapshot: &Snapshot, telemetry: &Telemetry, http: &HttpCounters, now: Instant) -> String {
+    let host = |i: usize| telemetry.hosts.get(i);
     let mut out = String::with_capacity(1024 + snapshot.hosts.len() * 1500);
     let hosts = &snapshot.hosts;
     // Writing to a String cannot fail; the results of write! below are ignored for that reason.
@@ -137,11 +179,11 @@ pub fn render(monitor: &Monitor, snapshot: &Snapshot, http: &HttpCounters, now: 
         "gauge",
         "1 while more than one alive host claims to be master, each confirmed by a fresh poll.",
     );
-    let _ = writeln!(out, "pg_status_split_brain {}", u8::from(!monitor.split_brain().is_empty()));
+    let _ = writeln!(out, "pg_status_split_brain {}", u8::from(telemetry.split_brain));
     header(&mut out, "pg_status_failover_episode", "gauge", "1 while a failover episode polls at the fast interval.");
-    let _ = writeln!(out, "pg_status_failover_episode {}", u8::from(monitor.in_episode()));
+    let _ = writeln!(out, "pg_status_failover_episode {}", u8::from(telemetry.episode));
     header(&mut out, "pg_status_failover_episodes_total", "counter", "Failover episodes started.");
-    let _ = writeln!(out, "pg_status_failover_episodes_total {}", monitor.episodes_total());
+    let _ = writeln!(out, "pg_status_failover_episodes_total {}", telemetry.episodes_total);
 
     per_host(&mut out, "pg_status_host_up", "gauge", "1 when the host has a usable measurement (alive).", &|i| {
         flag(hosts[i].alive())
@@ -166,7 +208,7 @@ pub fn render(monitor: &Monitor, snapshot: &Snapshot, http: &HttpCounters, now: 
         hosts[i].lag_bytes.map(|v| v.to_string())
     });
     per_host(&mut out, "pg_status_host_consecutive_failures", "gauge", "Failed polls in a row.", &|i| {
-        monitor.counters(i).map(|c| c.consecutive_failures.to_string())
+        host(i).map(|h| h.counters.consecutive_failures.to_string())
     });
     per_host(
         &mut out,
@@ -174,17 +216,17 @@ pub fn render(monitor: &Monitor, snapshot: &Snapshot, http: &HttpCounters, now: 
         "gauge",
         "Seconds since the last successful poll ended.",
         &|i| {
-            let last = monitor.counters(i)?.last_success?;
+            let last = host(i)?.counters.last_success?;
             Some(format!("{:.3}", now.saturating_duration_since(last).as_secs_f64()))
         },
     );
     per_host(&mut out, "pg_status_host_connections_opened_total", "counter", "Connections opened.", &|i| {
-        monitor.counters(i).map(|c| c.connections_opened.to_string())
+        host(i).map(|h| h.counters.connections_opened.to_string())
     });
 
     header(&mut out, "pg_status_poll_duration_seconds", "histogram", "Duration of poll iterations.");
     for (i, h) in hosts.iter().enumerate() {
-        let Some(stats) = monitor.poll_stats(i) else { continue };
+        let Some(stats) = host(i).map(|h| &h.stats) else { continue };
         let mut label = String::new();
         push_label(&mut label, &h.id.name);
         let mut cumulative = 0;
@@ -204,7 +246,7 @@ pub fn render(monitor: &Monitor, snapshot: &Snapshot, http: &HttpCounters, now: 
 
     header(&mut out, "pg_status_poll_failures_total", "counter", "Failed polls by cause.");
     for (i, h) in hosts.iter().enumerate() {
-        let Some(stats) = monitor.poll_stats(i) else { continue };
+        let Some(stats) = host(i).map(|h| &h.stats) else { continue };
         let mut label = String::new();
         push_label(&mut label, &h.id.name);
         for (kind, n) in KINDS.iter().zip(&stats.failures) {
@@ -216,7 +258,7 @@ pub fn render(monitor: &Monitor, snapshot: &Snapshot, http: &HttpCounters, now: 
     let routes = Route::ALL.iter().map(|r| r.path()).chain(["other", "/metrics"]);
     for (row, route) in http.counts.iter().zip(routes) {
         for (count, status) in row.iter().zip(STATUSES) {
-            let n = count.load(Ordering::Relaxed);
+            let n = *count;
             if n > 0 {
                 let status = if status == 0 { "other".to_string() } else { status.to_string() };
                 let _ = writeln!(out, "pg_status_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");

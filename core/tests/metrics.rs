@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use pg_status_core::http::Route;
-use pg_status_core::metrics::{render, HttpCounters};
+use pg_status_core::metrics::{render, HttpCounters, Telemetry};
 use pg_status_core::monitor::{Action, Monitor, PollError, PollErrorKind};
 
 #[test]
@@ -19,11 +19,11 @@ fn metrics_describe_hosts_polls_and_requests() {
         let result = if id.host == 0 { Ok(master(100)) } else { Err(PollError::new(PollErrorKind::Auth, "denied")) };
         m.handle_poll_result(id, result, t0 + ms(3));
     }
-    let http = HttpCounters::default();
+    let mut http = HttpCounters::default();
     http.record(Some(Route::Master), 200);
     http.record(Some(Route::Master), 200);
     http.record(None, 404);
-    let text = render(&m, &m.snapshot(), &http, t0 + ms(1003));
+    let text = render(&m.snapshot(), &Telemetry::of(&m), &http, t0 + ms(1003));
 
     let mut declared = Vec::new();
     for line in text.lines() {

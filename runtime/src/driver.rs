@@ -16,15 +16,18 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future;
 use pg_status_core::config::Config;
-use pg_status_core::metrics;
+use pg_status_core::metrics::Telemetry;
 use pg_status_core::monitor::{Action, Event, Monitor, PollError, PollErrorKind, PollId};
 use pg_status_core::observation::{Observation, PollQuery};
 
 use crate::pg::{self, Session};
 use crate::poll::{self, Deadlines, Target};
-use crate::publish::{MetricsReply, Published, RefreshRequests};
+use crate::publish::{Published, RefreshRequests};
 use crate::rt::{LocalBoxFuture, Runtime};
 use crate::tls::PgTls;
+
+/// The shortest interval between two publications of the telemetry (`/metrics` is this fresh at worst).
+pub const TELEMETRY_SPACING: Duration = Duration::from_millis(100);
 
 /// Where the driver reports what happens: the core's events, and per-poll detail for debugging.
 pub trait EventLog {
@@ -60,7 +63,6 @@ enum Wake {
     Done(Box<Completion>),
     Timer,
     Refresh,
-    Metrics(MetricsReply),
     /// A connection of this host ended by itself.
     Closed(usize),
     Stop,
@@ -72,8 +74,11 @@ pub struct Driver<R: Runtime, L: EventLog> {
     monitor: Monitor,
     hosts: Vec<HostSlot>,
     published: Arc<Published>,
-    /// Refresh and metrics requests of the HTTP side.
+    /// Refresh requests of the HTTP side.
     requests: RefreshRequests,
+    /// When the telemetry was last published, and whether it changed since.
+    telemetry_published: Option<Instant>,
+    telemetry_stale: bool,
     log: L,
     /// Completions are boxed: a session is a few hundred bytes, and they pass through small enums.
     done_tx: async_channel::Sender<Box<Completion>>,
@@ -129,7 +134,21 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
         let (published, requests) = Published::new(monitor.snapshot());
         let (done_tx, done_rx) = async_channel::unbounded();
         let (stop_tx, stop_rx) = async_channel::bounded(1);
-        Driver { rt, monitor, hosts, published, requests, log, done_tx, done_rx, stop_tx, stop_rx, closed_rx }
+        Driver {
+            rt,
+            monitor,
+            hosts,
+            published,
+            requests,
+            telemetry_published: None,
+            telemetry_stale: true,
+            log,
+            done_tx,
+            done_rx,
+            stop_tx,
+            stop_rx,
+            closed_rx,
+        }
     }
 
     /// Where snapshots are published, for request handlers: they load it and never lock.
@@ -147,10 +166,11 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
             self.drain();
             // The monitor expires an iteration at its deadline (`monitor::in_time`), so a timer that fires at
             // the instant the monitor asked for always makes progress.
-            let timer: LocalBoxFuture<()> = match self.monitor.poll_timeout() {
-                Some(at) => self.rt.sleep_until(at),
-                None => Box::pin(future::pending()),
-            };
+            let timer: LocalBoxFuture<()> =
+                match self.monitor.poll_timeout().into_iter().chain(self.telemetry_due()).min() {
+                    Some(at) => self.rt.sleep_until(at),
+                    None => Box::pin(future::pending()),
+                };
             let done = async {
                 match self.done_rx.recv().await {
                     Ok(completion) => Wake::Done(completion),
@@ -169,13 +189,6 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
                     Err(_) => future::pending().await,
                 }
             };
-            let metrics = async {
-                match self.requests.metrics.recv().await {
-                    Ok(reply) => Wake::Metrics(reply),
-                    // As above: the publication holds the sender.
-                    Err(_) => future::pending().await,
-                }
-            };
             let closed = async {
                 match self.closed_rx.recv().await {
                     Ok(host) => Wake::Closed(host),
@@ -189,20 +202,26 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
                 timer.await;
                 Wake::Timer
             };
-            let wake =
-                future::or(stop, future::or(done, future::or(timer, future::or(closed, future::or(refresh, metrics)))))
-                    .await;
+            let wake = future::or(stop, future::or(done, future::or(timer, future::or(closed, refresh)))).await;
             match wake {
-                Wake::Done(completion) => self.complete(*completion),
-                Wake::Timer => self.monitor.handle_timeout(self.rt.now()),
-                Wake::Refresh => self.monitor.request_refresh(self.rt.now()),
-                Wake::Metrics(reply) => {
-                    let snapshot = self.published.load();
-                    let text = metrics::render(&self.monitor, &snapshot, self.published.http_counters(), self.rt.now());
-                    // The asker may have given up waiting; then nobody needs the text.
-                    let _ = reply.try_send(text);
+                Wake::Done(completion) => {
+                    // An iteration ended: its statistics and the host's counters moved.
+                    self.telemetry_stale = true;
+                    self.complete(*completion);
                 }
-                Wake::Closed(host) => self.connection_ended(host),
+                Wake::Timer => {
+                    let now = self.rt.now();
+                    // Expired iterations count as failures; a timer for the telemetry alone changes nothing.
+                    if self.monitor.poll_timeout().is_some_and(|at| at <= now) {
+                        self.telemetry_stale = true;
+                    }
+                    self.monitor.handle_timeout(now);
+                }
+                Wake::Refresh => self.monitor.request_refresh(self.rt.now()),
+                Wake::Closed(host) => {
+                    self.telemetry_stale = true;
+                    self.connection_ended(host);
+                }
                 Wake::Stop => break,
             }
         }
@@ -219,6 +238,8 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
     fn drain(&mut self) {
         let now = self.rt.now();
         while let Some(action) = self.monitor.poll_action(now) {
+            // An iteration started: the counters moved.
+            self.telemetry_stale = true;
             match action {
                 Action::Poll { id, deadline, connect_deadline, reconnect, query } => {
                     self.start(id, Deadlines { poll: deadline, connect: connect_deadline }, reconnect, query)
@@ -232,6 +253,20 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
         while let Some(event) = self.monitor.poll_event() {
             self.log.event(&event);
         }
+        if self.telemetry_stale && self.telemetry_published.is_none_or(|at| at + TELEMETRY_SPACING <= now) {
+            self.published.store_telemetry(Telemetry::of(&self.monitor));
+            self.telemetry_published = Some(now);
+            self.telemetry_stale = false;
+        }
+    }
+
+    /// When the telemetry for `/metrics` should be published next: at once after a change, but at most every
+    /// [`TELEMETRY_SPACING`], since with many hosts every poll would otherwise copy every host's statistics.
+    fn telemetry_due(&self) -> Option<Instant> {
+        if !self.telemetry_stale {
+            return None;
+        }
+        Some(self.telemetry_published.map_or_else(|| self.rt.now(), |at| at + TELEMETRY_SPACING))
     }
 
     /// Starts one iteration as its own task; its result comes back through the completion channel.

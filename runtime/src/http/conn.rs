@@ -304,37 +304,33 @@ pub(super) async fn serve(socket: Client, guard: OpenGuard) {
     let handler = shared.clone();
     let held = activity.clone();
     let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-        if let Some(refused) = respond::bad_host(&request, handler.published.http_counters()) {
+        if let Some(refused) = respond::bad_host(&request, &handler.counters) {
             return Answer::Now(Some(refused));
         }
         if request.uri().path() == metrics::PATH {
-            let shared = handler.clone();
-            let holding = Holding::new(&held);
-            return Answer::Later(Box::pin(async move {
-                let response = metrics::answer(&shared.published, request.method()).await;
-                drop(holding);
-                response
-            }));
+            return Answer::Now(Some(metrics::answer(&handler.published, &handler.counters, request.method())));
         }
         let published = &handler.published;
-        let answer = match respond::plan(
-            &published.load(),
-            &handler.cursor,
-            published.http_counters(),
-            &handler.logger,
-            &request,
-        ) {
-            Plan::Now(response) => Answer::Now(Some(response)),
-            Plan::Wait(selection) => {
-                let holding = Holding::new(&held);
-                let shared = handler.clone();
-                Answer::Later(Box::pin(async move {
-                    let response = respond::wait(&shared.published, &shared.cursor, &shared.logger, selection).await;
-                    drop(holding);
-                    response
-                }))
-            }
-        };
+        let answer =
+            match respond::plan(&published.load(), &handler.cursor, &handler.counters, &handler.logger, &request) {
+                Plan::Now(response) => Answer::Now(Some(response)),
+                Plan::Wait(selection) => {
+                    let holding = Holding::new(&held);
+                    let shared = handler.clone();
+                    Answer::Later(Box::pin(async move {
+                        let response = respond::wait(
+                            &shared.published,
+                            &shared.cursor,
+                            &shared.counters,
+                            &shared.logger,
+                            selection,
+                        )
+                        .await;
+                        drop(holding);
+                        response
+                    }))
+                }
+            };
         answer
     });
     let mut connection = pin!(shared.http.serve_connection(io, service));

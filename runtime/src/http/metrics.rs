@@ -1,17 +1,15 @@
-//! `/metrics`: the Prometheus text exposition of the core's metrics.
-//!
-//! The per-host statistics live in the core's monitor on the poller thread, so the request asks the poller
-//! to render them (through [`Published::metrics`]) and waits at most [`METRICS_WAIT`]. The poller renders
-//! between two inputs, which takes microseconds; scrapes are rare, so this costs the hot routes nothing.
+//! `/metrics`: the Prometheus text exposition of the core's metrics, rendered on the HTTP thread from what
+//! the poller published (the snapshot and its telemetry) and the answers this thread counted. A scrape reads;
+//! it never waits for the poller.
 
-use std::time::Duration;
+use std::cell::RefCell;
+use std::time::Instant;
 
-use async_io::Timer;
 use bytes::Bytes;
-use futures_lite::future;
 use http_body_util::Full;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::{Method, StatusCode};
+use pg_status_core::metrics::{self, HttpCounters};
 
 use crate::publish::Published;
 
@@ -21,42 +19,25 @@ pub(crate) const PATH: &str = "/metrics";
 /// `Content-Type` of the text exposition format.
 pub const CONTENT_TYPE_METRICS: &str = "text/plain; version=0.0.4";
 
-/// How long a scrape waits for the poller before answering 503.
-pub const METRICS_WAIT: Duration = Duration::from_secs(2);
-
 /// Answers a request for [`PATH`] and counts the answer.
-pub(crate) async fn answer(published: &Published, method: &Method) -> hyper::Response<Full<Bytes>> {
+pub(crate) fn answer(
+    published: &Published,
+    counters: &RefCell<HttpCounters>,
+    method: &Method,
+) -> hyper::Response<Full<Bytes>> {
     let response = if method != Method::GET && method != Method::HEAD {
-        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, Bytes::new());
+        let mut response = hyper::Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
         response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
         response
     } else {
-        let rendered = future::or(published.metrics(), async {
-            Timer::after(METRICS_WAIT).await;
-            None
-        })
-        .await;
-        match rendered {
-            Some(text) => {
-                let mut response = plain(StatusCode::OK, Bytes::from(text));
-                response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_METRICS));
-                response
-            }
-            None => plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                Bytes::from_static(br#"{"error_text": "Metrics are not available right now"}"#),
-            ),
-        }
+        // Rendered before this answer is counted: a scrape shows the scrapes before it.
+        let text = metrics::render(&published.load(), &published.telemetry(), &counters.borrow(), Instant::now());
+        let mut response = hyper::Response::new(Full::new(Bytes::from(text)));
+        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_METRICS));
+        response
     };
-    published.http_counters().record_metrics(response.status().as_u16());
-    response
-}
-
-fn plain(status: StatusCode, body: Bytes) -> hyper::Response<Full<Bytes>> {
-    let mut response = hyper::Response::new(Full::new(body));
-    *response.status_mut() = status;
-    let content_type =
-        if status == StatusCode::SERVICE_UNAVAILABLE { "application/json" } else { "text/plain; charset=utf-8" };
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    counters.borrow_mut().record_metrics(response.status().as_u16());
     response
 }

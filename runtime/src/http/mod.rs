@@ -25,6 +25,7 @@ use async_io::{Async, Timer};
 use event_listener::Event;
 use futures_lite::future;
 use hyper::server::conn::http1;
+use pg_status_core::metrics::HttpCounters;
 use smol::LocalExecutor;
 
 use self::client::Client;
@@ -75,6 +76,8 @@ struct Shared {
     published: Arc<Published>,
     /// The round-robin position shared by every route and connection.
     cursor: Cell<usize>,
+    /// Answers counted by route and status, for `/metrics` (every connection is served on this thread).
+    counters: RefCell<HttpCounters>,
     http: http1::Builder,
     limits: Limits,
     /// Connections currently open.
@@ -222,6 +225,7 @@ impl HttpServer {
         let shared = Rc::new(Shared {
             published,
             cursor: Cell::new(0),
+            counters: RefCell::new(HttpCounters::default()),
             http,
             limits,
             open: Cell::new(0),

@@ -1,7 +1,7 @@
 //! One request in, one answer out: the core's pure handler behind hyper's types, and the answer of a
 //! `min_lsn` request after its wait (`wait_ms`).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -32,7 +32,7 @@ pub(crate) enum Plan {
 pub(crate) fn plan<B>(
     snapshot: &Snapshot,
     cursor: &Cell<usize>,
-    counters: &HttpCounters,
+    counters: &RefCell<HttpCounters>,
     logger: &Logger,
     request: &Request<B>,
 ) -> Plan {
@@ -47,17 +47,20 @@ pub(crate) fn plan<B>(
         }
         Prepared::Select(selection) => return Plan::Wait(selection),
     };
-    counters.record(Route::from_path(request.uri().path()), response.status);
+    counters.borrow_mut().record(Route::from_path(request.uri().path()), response.status);
     Plan::Now(convert(response))
 }
 
 /// The answer to a request that RFC 9112 (section 3.2) requires a server to refuse: HTTP/1.1 without exactly
 /// one `Host` header. `None` for every other request. Counted like any other answer.
-pub(crate) fn bad_host<B>(request: &Request<B>, counters: &HttpCounters) -> Option<hyper::Response<Full<Bytes>>> {
+pub(crate) fn bad_host<B>(
+    request: &Request<B>,
+    counters: &RefCell<HttpCounters>,
+) -> Option<hyper::Response<Full<Bytes>>> {
     if request.version() != hyper::Version::HTTP_11 || request.headers().get_all(HOST).iter().count() == 1 {
         return None;
     }
-    counters.record(Route::from_path(request.uri().path()), 400);
+    counters.borrow_mut().record(Route::from_path(request.uri().path()), 400);
     let mut out = hyper::Response::new(Full::new(Bytes::from_static(BAD_HOST.as_bytes())));
     *out.status_mut() = StatusCode::BAD_REQUEST;
     out.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -71,13 +74,14 @@ const BAD_HOST: &str = r#"{"error_text": "HTTP/1.1 requests need exactly one Hos
 pub(crate) async fn wait(
     published: &Published,
     cursor: &Cell<usize>,
+    counters: &RefCell<HttpCounters>,
     logger: &Logger,
     selection: Selection,
 ) -> hyper::Response<Full<Bytes>> {
     let snapshot = wait::for_replica(&SystemClock, published, &selection).await;
     let (choice, response) = answer(&selection, &snapshot, cursor);
     log_fallback(logger, &snapshot, selection.route.path(), choice);
-    published.http_counters().record(Some(selection.route), response.status);
+    counters.borrow_mut().record(Some(selection.route), response.status);
     convert(response)
 }
 
