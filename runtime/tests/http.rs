@@ -246,17 +246,21 @@ fn other_methods_get_405_with_allow() {
     assert_eq!(response.header("allow"), Some("GET, HEAD"));
 }
 
+/// Sends a request with a 200 KiB header line on `stream` and checks that the answer is 431.
+fn assert_oversized_head_refused(mut stream: impl Read + Write) {
+    let request = format!("GET /master HTTP/1.1\r\nHost: test\r\nX-Big: {}\r\n\r\n", "a".repeat(200 * 1024));
+    // The server may close while we still write; what matters is the answer it gave first.
+    let _ = stream.write_all(request.as_bytes());
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 431"), "got {text:?}");
+}
+
 #[test]
 fn oversized_head_gets_431_and_others_are_unaffected() {
     let server = Server::start(Limits::default());
-    let mut big = server.connect();
-    let request = format!("GET /master HTTP/1.1\r\nHost: test\r\nX-Big: {}\r\n\r\n", "a".repeat(200 * 1024));
-    // The server may close while we still write; what matters is the answer it gave first.
-    let _ = big.write_all(request.as_bytes());
-    let mut answer = Vec::new();
-    let _ = big.read_to_end(&mut answer);
-    let text = String::from_utf8_lossy(&answer);
-    assert!(text.starts_with("HTTP/1.1 431"), "got {text:?}");
+    assert_oversized_head_refused(server.connect());
 
     let mut other = server.connect();
     other.write_all(get("/master").as_bytes()).unwrap();
@@ -520,13 +524,7 @@ fn the_unix_socket_serves_the_same_api_as_tcp() {
     assert_eq!((refused.status, refused.header("allow")), (405, Some("GET, HEAD")));
 
     // The header limit holds here too.
-    let mut big = server.connect_unix();
-    let request = format!("GET /master HTTP/1.1\r\nHost: test\r\nX-Big: {}\r\n\r\n", "a".repeat(200 * 1024));
-    let _ = big.write_all(request.as_bytes());
-    let mut answer = Vec::new();
-    let _ = big.read_to_end(&mut answer);
-    let text = String::from_utf8_lossy(&answer);
-    assert!(text.starts_with("HTTP/1.1 431"), "got {text:?}");
+    assert_oversized_head_refused(server.connect_unix());
 
     // TCP answers next to it.
     let mut tcp = server.connect();
