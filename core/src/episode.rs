@@ -188,18 +188,4 @@ mod tests {
         assert_eq!(trigger(&watch(Some(0), &[0]), &watch(Some(0), &[0]), none), None);
         assert_eq!(trigger(&watch(Some(0), &[0, 1]), &watch(Some(0), &[0, 1]), none), None);
     }
-
-    #[test]
-    fn an_episode_ends_after_two_polls_of_the_same_unopposed_master_begun_in_it() {
-        let t0 = Instant::now();
-        let t = |ms| t0 + Duration::from_millis(ms);
-        let mut e = Episode::new(t(100));
-        assert!(!e.observe(1, t(50), Some(1)), "a poll begun before the episode does not count");
-        assert!(!e.observe(1, t(150), Some(1)));
-        assert!(!e.observe(0, t(160), None), "opposition resets the count");
-        assert!(!e.observe(1, t(250), Some(1)));
-        assert!(!e.observe(2, t(260), Some(1)), "a replica's poll does not confirm the master");
-        assert!(e.observe(1, t(350), Some(1)));
-        assert_eq!(e.window_end(Duration::from_millis(1000)), t(1100));
-    }
 }
