@@ -246,6 +246,12 @@ impl Selection {
         }
     }
 
+    /// Whether the request is answered from `snapshot` at once rather than held: it asked for no wait, or
+    /// a replica already satisfies it. The runtime and the simulation's client both ask this.
+    pub fn answer_now(&self, snapshot: &Snapshot) -> bool {
+        self.wait_ms == 0 || self.satisfied(snapshot)
+    }
+
     /// Whether a replica satisfies the request in `snapshot` (so a waiting request can be answered); for a
     /// per-host check, whether that host passes.
     pub fn satisfied(&self, snapshot: &Snapshot) -> bool {

@@ -163,7 +163,7 @@ pub async fn run<C: Clock>(
         // The wait as granted (capped by pg_status__max_wait_ms), which the oracle holds the answer to.
         let request = Request { issued_ms, wait_ms: selection.wait_ms, min_lsn, timeline, at_once };
         // As the HTTP front end does: a request that can be answered now is, from the snapshot it was asked on.
-        if selection.wait_ms == 0 || selection.satisfied(&snapshot) {
+        if selection.answer_now(&snapshot) {
             records.borrow_mut().push(request.answered(&selection, &snapshot, &cursor, &cluster, now_ms()));
             continue;
         }

@@ -40,7 +40,7 @@ pub(crate) fn plan<B>(
     let accept = request.headers().get(ACCEPT).map(HeaderValue::as_bytes);
     let response = match http::prepare(snapshot, request.method().as_str(), target, accept) {
         Prepared::Respond(response) => response,
-        Prepared::Select(selection) if selection.wait_ms == 0 || selection.satisfied(snapshot) => {
+        Prepared::Select(selection) if selection.answer_now(snapshot) => {
             let (choice, response) = answer(&selection, snapshot, cursor);
             log_fallback(logger, snapshot, target, choice);
             response
