@@ -5,6 +5,7 @@ mod common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use pg_status_tests::{is_ci, postgres_or_skip, Cluster, ClusterOptions, PgStatus};
 
@@ -58,6 +59,17 @@ fn metrics_pass_promtool_and_describe_the_cluster() {
     let p = common::start_ready(common::for_nodes(&[primary, replica]));
     common::settle(&p, "/master", &primary.host());
     common::settle(&p, "/replica", &replica.host());
+
+    // The poll statistics in /metrics are published at most every 100 ms: wait until they include the
+    // polls that made both hosts known.
+    let polled = |host: String| format!("pg_status_poll_duration_seconds_count{{host=\"{host}\"}}");
+    let (m_polls, r_polls) = (polled(primary.host()), polled(replica.host()));
+    pg_status_tests::wait_until(Duration::from_secs(2), "poll counts in /metrics", || {
+        let text = scrape(&p);
+        (sample(&text, &m_polls).is_some_and(|v| v >= 1.0) && sample(&text, &r_polls).is_some_and(|v| v >= 1.0))
+            .then_some(())
+    })
+    .expect("poll counts published");
 
     // Answers of several routes and statuses to count.
     assert_eq!(p.get("/master").expect("GET").status, 200);
@@ -114,14 +126,12 @@ fn metrics_pass_promtool_and_describe_the_cluster() {
     }
     assert!(wrong.is_empty(), "{}\n--- metrics ---\n{text}", wrong.join("\n"));
 
-    // The scrape itself is counted, and so is a refused method.
+    // The scrape itself is counted (a scrape shows the ones before it), and so is a refused method.
+    let scrapes = "pg_status_http_requests_total{route=\"/metrics\",status=\"200\"}";
+    let before = sample(&text, scrapes).unwrap_or(0.0);
     let again = scrape(&p);
-    assert_eq!(
-        sample(&again, "pg_status_http_requests_total{route=\"/metrics\",status=\"200\"}"),
-        Some(1.0),
-        "{again}"
-    );
-    let post = pg_status_tests::http::request(p.addr(), "POST", "/metrics", &[], std::time::Duration::from_secs(5))
+    assert_eq!(sample(&again, scrapes), Some(before + 1.0), "{again}");
+    let post = pg_status_tests::http::request(p.addr(), "POST", "/metrics", &[], Duration::from_secs(5))
         .expect("POST /metrics");
     assert_eq!(post.status, 405, "{post}");
     assert_eq!(post.header("allow"), Some("GET, HEAD"), "{post}");
@@ -129,7 +139,13 @@ fn metrics_pass_promtool_and_describe_the_cluster() {
     // A host that stops answering shows up as down, with its failures counted by cause.
     replica.kill().expect("kill the replica");
     p.wait_for_host(&r, common::STARTUP, |h| h["alive"] == false).expect("replica dead");
-    let text = scrape(&p);
+    // The failure counters follow the host's state within the telemetry's 100 ms.
+    let failed = format!("pg_status_host_consecutive_failures{{host=\"{r}\"}}");
+    let text = pg_status_tests::wait_until(Duration::from_secs(2), "failures in /metrics", || {
+        let text = scrape(&p);
+        sample(&text, &failed).is_some_and(|v| v >= 3.0).then_some(text)
+    })
+    .expect("the replica's failures published");
     assert_eq!(sample(&text, &format!("pg_status_host_up{{host=\"{r}\"}}")), Some(0.0), "{text}");
     assert_eq!(sample(&text, &format!("pg_status_host_dead{{host=\"{r}\"}}")), Some(1.0), "{text}");
     assert!(
