@@ -275,11 +275,13 @@ fn a_hung_host_times_out_at_its_deadline_without_delaying_others() {
 
 #[test]
 fn errors_are_classified() {
+    // A loopback address of its own: the other tests' servers listen on 127.0.0.1 and may be given the
+    // port this one frees, which would turn "refused" into a server that answers (or hangs).
     let refused = {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let listener = TcpListener::bind("127.0.66.1:0").expect("bind");
         let port = listener.local_addr().expect("address").port();
         drop(listener);
-        format!("127.0.0.1:{port}")
+        format!("127.0.66.1:{port}")
     };
     let (garbage_port, _) = fake_server(Behaviour::Garbage);
     let garbage = format!("127.0.0.1:{garbage_port}");
