@@ -264,11 +264,13 @@ fn pgbouncer_adds_to_a_poll_and_hides_a_server_restart() {
                 })
                 .sum()
         };
-        c.eq(
-            "connections opened to PgBouncer across the restart",
-            opened(&later, &pooled),
-            opened(&after_poll, &pooled),
-        );
+        // At most one new connection to PgBouncer, and never a failed poll (below): on a loaded machine
+        // PgBouncer was seen to close its idle client connection while its server restarted, and the
+        // connection watch then reconnects at once, before the next poll needs it.
+        let reconnects = opened(&later, &pooled) - opened(&after_poll, &pooled);
+        c.check((0.0..=1.0).contains(&reconnects), || {
+            format!("{reconnects} new connections to PgBouncer across the server's restart")
+        });
         c.eq("failed polls through PgBouncer", failures(&later, &pooled), failures(&after_poll, &pooled));
         c.check(opened(&later, &direct) > opened(&after_poll, &direct), || {
             format!(
