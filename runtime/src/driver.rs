@@ -167,7 +167,7 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
             // The monitor expires an iteration at its deadline (`monitor::in_time`), so a timer that fires at
             // the instant the monitor asked for always makes progress.
             let timer: LocalBoxFuture<()> =
-                match self.monitor.poll_timeout().into_iter().chain(self.telemetry_due()).min() {
+                match self.monitor.poll_timeout().into_iter().chain(self.telemetry_due(self.rt.now())).min() {
                     Some(at) => self.rt.sleep_until(at),
                     None => Box::pin(future::pending()),
                 };
@@ -253,7 +253,7 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
         while let Some(event) = self.monitor.poll_event() {
             self.log.event(&event);
         }
-        if self.telemetry_stale && self.telemetry_published.is_none_or(|at| at + TELEMETRY_SPACING <= now) {
+        if self.telemetry_due(now).is_some_and(|due| due <= now) {
             self.published.store_telemetry(Telemetry::of(&self.monitor));
             self.telemetry_published = Some(now);
             self.telemetry_stale = false;
@@ -262,11 +262,11 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
 
     /// When the telemetry for `/metrics` should be published next: at once after a change, but at most every
     /// [`TELEMETRY_SPACING`], since with many hosts every poll would otherwise copy every host's statistics.
-    fn telemetry_due(&self) -> Option<Instant> {
+    fn telemetry_due(&self, now: Instant) -> Option<Instant> {
         if !self.telemetry_stale {
             return None;
         }
-        Some(self.telemetry_published.map_or_else(|| self.rt.now(), |at| at + TELEMETRY_SPACING))
+        Some(self.telemetry_published.map_or(now, |at| at + TELEMETRY_SPACING))
     }
 
     /// Starts one iteration as its own task; its result comes back through the completion channel.

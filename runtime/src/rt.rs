@@ -65,8 +65,9 @@ pub trait Runtime: Clock {
 /// and the connection watch tells the core at once.
 const KEEPALIVE: (Duration, Duration, u32) = (Duration::from_secs(2), Duration::from_secs(1), 2);
 
-/// The longest a vanished peer goes unnoticed on an idle poll connection: idle time plus every probe.
-pub const KEEPALIVE_BOUND: Duration = Duration::from_secs(4);
+/// The longest a vanished peer goes unnoticed on an idle poll connection: idle time plus every probe
+/// (the README's figure; a test holds it to that).
+pub const KEEPALIVE_BOUND: Duration = KEEPALIVE.0.saturating_add(KEEPALIVE.1.saturating_mul(KEEPALIVE.2));
 
 fn keepalive() -> socket2::TcpKeepalive {
     let (idle, interval, probes) = KEEPALIVE;
@@ -134,5 +135,13 @@ impl Runtime for SmolRuntime {
         if let Some(executor) = self.executor.upgrade() {
             executor.spawn(future).detach();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_vanished_peer_is_noticed_within_the_four_seconds_the_readme_states() {
+        assert_eq!(super::KEEPALIVE_BOUND, std::time::Duration::from_secs(4));
     }
 }
