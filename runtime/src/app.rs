@@ -17,7 +17,7 @@ use pg_status_core::config::{parse_log_format, Config, ConfigError, LogLevel};
 use smol::LocalExecutor;
 
 use crate::driver::Driver;
-use crate::http::{HttpServer, Limits};
+use crate::http::{self, HttpServer, Limits};
 use crate::log::Logger;
 use crate::publish::Published;
 use crate::rt::SmolRuntime;
@@ -103,7 +103,6 @@ pub(crate) fn run() -> i32 {
         return EXIT_START;
     };
 
-    let executor = LocalExecutor::new();
     let server = HttpServer::serving(listener, unix_socket, published, http_limits(&config), logger.component("http"));
     let server = match server {
         Ok(server) => server,
@@ -161,11 +160,24 @@ pub(crate) fn run() -> i32 {
         }
     };
     let count_signals = future::or(count_signals, note_hangups);
-    async_io::block_on(executor.run(async {
+    let served = http::block_on(async {
         // The first signal starts the shutdown; a second one while requests drain ends the wait at once.
-        let serving = server.run(&executor, signals_reached(1));
-        future::or(future::or(serving, signals_reached(2)), count_signals).await;
-    }));
+        let serving = server.run(signals_reached(1));
+        let stopped_early = async {
+            signals_reached(2).await;
+            Ok(())
+        };
+        future::or(future::or(serving, stopped_early), async {
+            count_signals.await;
+            Ok(())
+        })
+        .await
+    });
+    if let Err(e) = served.and_then(|served| served) {
+        logger.fatal(format_args!("cannot serve HTTP: {e}"));
+        stop_poller.close();
+        return EXIT_START;
+    }
 
     stop_poller.close();
     let waited = Instant::now();

@@ -1,9 +1,9 @@
 //! The traits between the waiting code and the world: a [`Clock`] with timers, and the poll driver's
 //! [`Runtime`], which adds TCP connections and task spawning.
 //!
-//! The production implementations, [`SystemClock`] and [`SmolRuntime`], run on smol and async-io; a simulation
-//! implements the same traits on a simulated network and clock and runs the very same driver and the very same
-//! `wait_ms` waiting. Neither ever reads a clock or opens a socket except through these traits.
+//! The production implementations, [`SystemClock`] and [`SmolRuntime`], run on smol and async-io (the poller),
+//! [`TokioClock`] on the HTTP thread's own tokio runtime; a simulation implements the same traits on a simulated
+//! network and clock and runs the very same driver and the very same `wait_ms` waiting. Neither ever reads a clock or opens a socket except through these traits.
 
 use std::future::Future;
 use std::io;
@@ -41,6 +41,20 @@ impl Clock for SystemClock {
         Box::pin(async move {
             async_io::Timer::at(deadline).await;
         })
+    }
+}
+
+/// The system clock with tokio timers, for code on the HTTP thread's runtime ([`crate::http::block_on`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioClock;
+
+impl Clock for TokioClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> LocalBoxFuture<()> {
+        Box::pin(tokio::time::sleep_until(deadline.into()))
     }
 }
 

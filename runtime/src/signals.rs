@@ -7,14 +7,12 @@
 use std::io;
 use std::os::unix::net::UnixStream;
 
-use async_io::Async;
-use futures_lite::AsyncReadExt;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 /// Receives SIGTERM and SIGINT, and separately SIGHUP, once registered.
 pub struct Signals {
-    read: Async<UnixStream>,
-    hangup: Async<UnixStream>,
+    read: UnixStream,
+    hangup: UnixStream,
 }
 
 impl Signals {
@@ -25,22 +23,38 @@ impl Signals {
         signal_hook::low_level::pipe::register(SIGINT, write)?;
         let (hangup, hangup_write) = UnixStream::pair()?;
         signal_hook::low_level::pipe::register(SIGHUP, hangup_write)?;
-        Ok(Signals { read: Async::new(read)?, hangup: Async::new(hangup)? })
+        read.set_nonblocking(true)?;
+        hangup.set_nonblocking(true)?;
+        Ok(Signals { read, hangup })
     }
 
-    /// Completes at the next signal (or at once for one that arrived since the last call).
+    /// Completes at the next signal (or at once for one that arrived since the last call). Runs on the HTTP
+    /// thread's runtime.
     pub async fn recv(&self) {
-        let mut byte = [0u8; 1];
         // Errors cannot be told apart from a signal usefully; treating them as one stops cleanly.
-        let _ = (&self.read).read(&mut byte).await;
+        let _ = next_byte(&self.read).await;
     }
 
     /// Completes at the next SIGHUP (or at once for one that arrived since the last call).
     pub async fn recv_hangup(&self) {
-        let mut byte = [0u8; 1];
         // A read error would make this return at once forever; pending instead keeps the caller quiet.
-        if (&self.hangup).read(&mut byte).await.is_err() {
+        if next_byte(&self.hangup).await.is_err() {
             std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Reads one byte from `socket`, waiting for the reactor until one is there.
+async fn next_byte(socket: &UnixStream) -> io::Result<()> {
+    // Registered only while waiting (a copy of the descriptor, so the registration owns what it watches):
+    // signals are rare.
+    let watched = tokio::net::UnixStream::from_std(socket.try_clone()?)?;
+    loop {
+        watched.readable().await?;
+        match watched.try_read(&mut [0u8; 1]) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
         }
     }
 }

@@ -8,13 +8,12 @@ use std::net::{TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use pg_status::http::{HttpServer, Limits};
+use pg_status::http::{self, HttpServer, Limits};
 use pg_status::log::Logger;
 use pg_status::publish::Published;
 use pg_status_core::config::{Config, LogLevel};
 use pg_status_core::monitor::Monitor;
 use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-use smol::LocalExecutor;
 
 /// Sends `GET /live` and returns the status line, or `None` if the server did not answer within `limit`.
 fn live(addr: std::net::SocketAddr, limit: Duration) -> Option<String> {
@@ -40,10 +39,9 @@ fn accept_loop_survives_emfile() {
     listener.set_nonblocking(true).expect("non-blocking listener");
     let addr = listener.local_addr().expect("address");
     thread::spawn(move || {
-        let executor = LocalExecutor::new();
         let server =
             HttpServer::new(listener, published, Limits::default(), Logger::new(LogLevel::Fatal)).expect("server");
-        async_io::block_on(executor.run(server.run(&executor, futures_lite::future::pending())));
+        http::block_on(server.run(futures_lite::future::pending())).expect("runtime").expect("served");
     });
     assert_eq!(live(addr, Duration::from_secs(5)).as_deref(), Some("HTTP/1.1 200 OK"));
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use pg_status::http::{HttpServer, Limits};
+use pg_status::http::{self, HttpServer, Limits};
 use pg_status::listen::{self, UnixBindError};
 use pg_status::log::Logger;
 use pg_status::publish::Published;
@@ -20,7 +20,6 @@ use pg_status_core::config::{Config, LogLevel, UnixSocketConfig};
 use pg_status_core::monitor::{Action, Monitor};
 use pg_status_core::observation::Observation;
 use pg_status_core::snapshot::Snapshot;
-use smol::LocalExecutor;
 
 /// A ready snapshot of two hosts: `db1` master at 0/3000060, `db2` replica that has replayed everything.
 fn snapshot() -> Snapshot {
@@ -72,12 +71,13 @@ impl Server {
         let served = published.clone();
         let (stop, stopped) = async_channel::bounded::<()>(1);
         let thread = thread::spawn(move || {
-            let executor = LocalExecutor::new();
             let logger = Logger::new(LogLevel::Error);
             let server = HttpServer::serving(Some(listener), unix_socket, served, limits, logger).expect("server");
-            async_io::block_on(executor.run(server.run(&executor, async {
+            http::block_on(server.run(async {
                 let _ = stopped.recv().await;
-            })));
+            }))
+            .expect("runtime")
+            .expect("served");
         });
         Server { addr, unix: unix.map(Path::to_owned), published, stop: Some(stop), thread: Some(thread) }
     }

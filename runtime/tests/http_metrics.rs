@@ -7,13 +7,12 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use pg_status::http::{HttpServer, Limits};
+use pg_status::http::{self, HttpServer, Limits};
 use pg_status::log::Logger;
 use pg_status::publish::{Published, RefreshRequests};
 use pg_status_core::config::{Config, LogLevel};
 use pg_status_core::metrics::Telemetry;
 use pg_status_core::monitor::Monitor;
-use smol::LocalExecutor;
 
 fn config() -> Config {
     Config::from_vars([("pg_status__hosts", "db1")]).expect("valid configuration")
@@ -27,10 +26,9 @@ fn serve() -> (SocketAddr, Arc<Published>, RefreshRequests) {
     let (published, requests) = Published::new(Monitor::new(&config(), Instant::now()).snapshot());
     let served = published.clone();
     thread::spawn(move || {
-        let executor = LocalExecutor::new();
         let server =
             HttpServer::new(listener, served, Limits::default(), Logger::new(LogLevel::Fatal)).expect("server");
-        async_io::block_on(executor.run(server.run(&executor, futures_lite::future::pending::<()>())));
+        http::block_on(server.run(futures_lite::future::pending::<()>())).expect("runtime").expect("served");
     });
     (addr, published, requests)
 }

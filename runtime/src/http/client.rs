@@ -1,60 +1,114 @@
-//! A client's socket: TCP or Unix, behind one type so that one hyper connection type serves both.
+//! A client's socket, TCP or Unix, read and written directly and registered with the HTTP thread's reactor
+//! only once it has to wait.
+//!
+//! Most clients that open a connection per request have sent the request by the time it is accepted: such a
+//! connection is read, answered and closed with four system calls (accept, read, write, close) and never
+//! enters the reactor. A connection that has to wait for bytes (keep-alive, a slow client, a held `wait_ms`
+//! request) is registered edge-triggered once, on its first wait, and stays registered until it closes.
 
+use std::cell::{Cell, OnceCell};
 use std::io;
-use std::net::{Shutdown, TcpStream};
-use std::os::unix::net::UnixStream;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::task::{ready, Context, Poll};
 
-use async_io::Async;
-use futures_lite::{AsyncRead, AsyncWrite};
+use rustix::net::{RecvFlags, SendFlags, Shutdown};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 
 /// A connected client.
-pub(super) enum Client {
-    /// Over TCP.
-    Tcp(Async<TcpStream>),
-    /// Over the Unix socket.
-    Unix(Async<UnixStream>),
+pub(super) struct Client {
+    /// Declared before `socket` so that it is dropped first: the registration goes before the socket closes.
+    reactor: OnceCell<AsyncFd<Registered>>,
+    socket: OwnedFd,
+    /// A wait for input was put off once by yielding instead of registering (see [`Client::poll_readable`]).
+    deferred: Cell<bool>,
+}
+
+/// The socket's descriptor as the reactor knows it; the socket itself stays owned by [`Client`].
+struct Registered(RawFd);
+
+impl AsRawFd for Registered {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
 }
 
 impl Client {
+    /// A client on an accepted, already non-blocking socket.
+    pub(super) fn new(socket: OwnedFd) -> Client {
+        Client { reactor: OnceCell::new(), socket, deferred: Cell::new(false) }
+    }
+
     /// Reads what has arrived, or registers the task for when something does.
     pub(super) fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        match self {
-            Client::Tcp(s) => Pin::new(&mut &*s).poll_read(cx, buf),
-            Client::Unix(s) => Pin::new(&mut &*s).poll_read(cx, buf),
+        loop {
+            match rustix::net::recv(&self.socket, &mut *buf, RecvFlags::empty()) {
+                Ok((n, _)) => return Poll::Ready(Ok(n)),
+                Err(rustix::io::Errno::INTR) => {}
+                Err(rustix::io::Errno::AGAIN) => ready!(self.poll_ready(cx, Interest::READABLE))?,
+                Err(e) => return Poll::Ready(Err(e.into())),
+            }
         }
     }
 
     /// Writes what the socket takes now, or registers the task for when it takes more.
     pub(super) fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self {
-            Client::Tcp(s) => Pin::new(&mut &*s).poll_write(cx, buf),
-            Client::Unix(s) => Pin::new(&mut &*s).poll_write(cx, buf),
+        loop {
+            // No SIGPIPE for a client that went away: the error is enough.
+            match rustix::net::send(&self.socket, buf, SendFlags::NOSIGNAL) {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(rustix::io::Errno::INTR) => {}
+                Err(rustix::io::Errno::AGAIN) => ready!(self.poll_ready(cx, Interest::WRITABLE))?,
+                Err(e) => return Poll::Ready(Err(e.into())),
+            }
         }
     }
 
-    /// Closes the sending side.
-    pub(super) fn poll_close(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self {
-            Client::Tcp(s) => Pin::new(&mut &*s).poll_close(cx),
-            Client::Unix(s) => Pin::new(&mut &*s).poll_close(cx),
-        }
-    }
-
-    /// Ready when the reactor reports the socket readable.
+    /// Ready when bytes arrive after a read that emptied the socket's receive queue, without asking the
+    /// socket again first.
+    ///
+    /// An unregistered connection yields once instead: hyper looks for a further request right after reading
+    /// one, before it writes the answer, and a connection that closes after that answer would otherwise enter
+    /// the reactor only to leave it again.
     pub(super) fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self {
-            Client::Tcp(s) => s.poll_readable(cx),
-            Client::Unix(s) => s.poll_readable(cx),
+        if self.reactor.get().is_none() && !self.deferred.replace(true) {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
         }
+        self.poll_ready(cx, Interest::READABLE)
     }
 
     /// Tells the client that no more bytes will come.
     pub(super) fn shutdown_write(&self) {
-        let _ = match self {
-            Client::Tcp(s) => s.get_ref().shutdown(Shutdown::Write),
-            Client::Unix(s) => s.get_ref().shutdown(Shutdown::Write),
+        let _ = rustix::net::shutdown(&self.socket, Shutdown::Write);
+    }
+
+    /// Ready once the socket may be ready for `interest` again after it last said "would block". Registers
+    /// the socket on its first wait.
+    fn poll_ready(&self, cx: &mut Context<'_>, interest: Interest) -> Poll<io::Result<()>> {
+        let reactor = match self.reactor.get() {
+            Some(reactor) => reactor,
+            None => {
+                let fd = Registered(self.socket.as_fd().as_raw_fd());
+                // SAFETY: the descriptor is `socket`'s, which this `Client` owns and closes only after the
+                // registration is dropped (`reactor` is declared before `socket`), so it stays open and refers
+                // to the same socket for the registration's whole life.
+                let registered = unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)?;
+                self.reactor.get_or_init(|| registered)
+            }
         };
+        let poll = |cx: &mut Context<'_>| {
+            if interest.is_readable() {
+                reactor.poll_read_ready(cx)
+            } else {
+                reactor.poll_write_ready(cx)
+            }
+        };
+        // Readiness the reactor still holds predates the "would block" the caller just saw: clear it, so that
+        // only a new edge wakes the task. Nothing runs the reactor in between on this single thread.
+        if let Poll::Ready(Ok(mut stale)) = poll(cx) {
+            stale.clear_ready();
+        }
+        poll(cx).map_ok(|_| ())
     }
 }

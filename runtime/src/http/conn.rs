@@ -11,10 +11,9 @@ use std::future::Future;
 use std::io;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
-use async_io::Timer;
 use bytes::Bytes;
 use futures_lite::{future, AsyncRead, AsyncWrite};
 use http_body_util::Full;
@@ -137,8 +136,10 @@ impl AsyncWrite for Watched {
         Poll::Ready(Ok(()))
     }
 
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.socket.poll_close(cx)
+    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // The connection's task closes the socket right after hyper is done with it, and closing sends the
+        // same FIN a shutdown would: a separate `shutdown` would be one more system call per connection.
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -157,20 +158,12 @@ impl hyper::rt::Read for Watched {
         mut buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
         // hyper reads again after every answer (a pipelined request? a close?), and on a keep-alive connection
-        // the answer is almost always "not yet". After a short read, ask the reactor instead of the socket:
-        // that saves a `recvfrom` ending in EAGAIN per request. Re-arming the socket in the reactor reports it
-        // at once if data arrived in between, so nothing is missed.
+        // the answer is almost always "not yet". After a short read, wait for the reactor's next report instead
+        // of asking the socket: that saves a `recvfrom` ending in EAGAIN per request. The socket is registered
+        // edge-triggered, so bytes that arrive after the short read are reported as a new edge.
         let this = self.get_mut();
         if this.drained.replace(false) {
-            // The first answer may be the reactor's report of the event that woke the last read; the second
-            // registers this task and re-arms the socket.
-            for _ in 0..2 {
-                match this.socket.poll_readable(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Ready(Ok(())) => {}
-                }
-            }
+            ready!(this.socket.poll_readable(cx))?;
         }
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
@@ -209,7 +202,7 @@ async fn watchdog(activity: &Activity, request_timeout: Duration, idle_timeout: 
     let mut stalled_ticks = 0u32;
     let mut idle = Duration::ZERO;
     loop {
-        Timer::after(tick).await;
+        tokio::time::sleep(tick).await;
         let stuck = activity.pending.get() || activity.write_blocked.get();
         if activity.waiting.get() > 0 || (activity.wrote.replace(false) && !activity.write_blocked.get()) {
             stalled_ticks = 0;
@@ -276,10 +269,7 @@ async fn linger(socket: &Client) {
             }
         }
     };
-    future::or(drain, async {
-        Timer::after(LINGER_TIME).await;
-    })
-    .await;
+    future::or(drain, tokio::time::sleep(LINGER_TIME)).await;
 }
 
 /// How a connection's first phase ended.

@@ -16,7 +16,7 @@ use pg_status_core::snapshot::Snapshot;
 
 use crate::log::Logger;
 use crate::publish::Published;
-use crate::rt::SystemClock;
+use crate::rt::TokioClock;
 use crate::wait;
 
 /// What to do with a request: answer at once, or wait for fresher data first.
@@ -78,7 +78,7 @@ pub(crate) async fn wait(
     logger: &Logger,
     selection: Selection,
 ) -> hyper::Response<Full<Bytes>> {
-    let snapshot = wait::for_replica(&SystemClock, published, &selection).await;
+    let snapshot = wait::for_replica(&TokioClock, published, &selection).await;
     let (choice, response) = answer(&selection, &snapshot, cursor);
     log_fallback(logger, &snapshot, selection.route.path(), choice);
     counters.borrow_mut().record(Some(selection.route), response.status);

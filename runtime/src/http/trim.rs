@@ -8,8 +8,6 @@
 
 use std::time::Duration;
 
-use async_io::Timer;
-
 /// How often the HTTP thread looks at the number of open connections.
 const EVERY: Duration = Duration::from_secs(1);
 
@@ -30,7 +28,7 @@ pub(super) fn due(peak: usize, open: usize) -> bool {
 pub(super) async fn release_after_bursts(peak_and_open: impl Fn() -> (usize, usize)) {
     let mut peak = 0;
     loop {
-        Timer::after(EVERY).await;
+        tokio::time::sleep(EVERY).await;
         let (seen, now) = peak_and_open();
         peak = peak.max(seen);
         if due(peak, now) {
