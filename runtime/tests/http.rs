@@ -475,6 +475,25 @@ fn min_lsn_request_waits_for_a_replica_to_catch_up() {
     assert!(started.elapsed() < Duration::from_millis(500), "answered after {:?}", started.elapsed());
 }
 
+#[test]
+fn a_request_sent_while_another_is_held_is_answered_right_after_it() {
+    let server = Server::start(Limits::default());
+    server.published.store(snapshot_replayed("0/3000000"));
+    let mut stream = server.connect();
+    // The first request is held; the second arrives on the same connection while it waits, so its bytes must
+    // be noticed even though nothing new arrives after them.
+    stream.write_all(get("/replica?min_lsn=0/3000060&wait_ms=3000").as_bytes()).unwrap();
+    thread::sleep(Duration::from_millis(100));
+    stream.write_all(get("/master").as_bytes()).unwrap();
+    thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    server.published.store(snapshot());
+    let answers = read_responses(&mut stream, 2, false);
+    assert_eq!(answers[0].body, b"db2");
+    assert_eq!(answers[1].body, b"db1");
+    assert!(started.elapsed() < Duration::from_secs(1), "answered after {:?}", started.elapsed());
+}
+
 /// A fresh path for a Unix socket in a fresh directory (removed when dropped).
 struct SocketDir(PathBuf);
 

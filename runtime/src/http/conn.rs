@@ -11,7 +11,7 @@ use std::future::Future;
 use std::io;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
-use std::task::{ready, Context, Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -98,8 +98,6 @@ struct Watched {
     /// Shared with the connection task, which closes the socket itself after hyper is done with it.
     socket: Rc<Client>,
     activity: Rc<Activity>,
-    /// The last read returned less than it asked for, so the socket's receive queue was empty then.
-    drained: Cell<bool>,
 }
 
 impl AsyncRead for Watched {
@@ -157,20 +155,12 @@ impl hyper::rt::Read for Watched {
         cx: &mut Context<'_>,
         mut buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        // hyper reads again after every answer (a pipelined request? a close?), and on a keep-alive connection
-        // the answer is almost always "not yet". After a short read, wait for the reactor's next report instead
-        // of asking the socket: that saves a `recvfrom` ending in EAGAIN per request. The socket is registered
-        // edge-triggered, so bytes that arrive after the short read are reported as a new edge.
         let this = self.get_mut();
-        if this.drained.replace(false) {
-            ready!(this.socket.poll_readable(cx))?;
-        }
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             let room = buf.remaining().min(scratch.len());
             match AsyncRead::poll_read(Pin::new(&mut *this), cx, &mut scratch[..room]) {
                 Poll::Ready(Ok(n)) => {
-                    this.drained.set(n > 0 && n < room);
                     buf.put_slice(&scratch[..n]);
                     Poll::Ready(Ok(()))
                 }
@@ -290,7 +280,7 @@ pub(super) async fn serve(socket: Client, guard: OpenGuard) {
     }
     let socket = Rc::new(socket);
     let activity = guard.activity().clone();
-    let io = Watched { socket: socket.clone(), activity: activity.clone(), drained: Cell::new(false) };
+    let io = Watched { socket: socket.clone(), activity: activity.clone() };
     let handler = shared.clone();
     let held = activity.clone();
     let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
