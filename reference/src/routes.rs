@@ -149,10 +149,10 @@ mod tests {
             health,
             role: Some(Role::Replica),
             lag_ms: Some(lag_ms),
-            lag_bytes: Some(lag_bytes),
-            lsn: Some(Lsn(lsn)),
             sync_by_time: false,
+            lag_bytes: Some(lag_bytes),
             sync_by_bytes: false,
+            lsn: Some(Lsn(lsn)),
             timeline: Some(1),
         }
     }

@@ -8,7 +8,7 @@ use pg_status_core::snapshot::{Health, HostStatus, Settings};
 use crate::election::{self, Host};
 use crate::lag;
 
-/// One host as a snapshot should show it.
+/// One host as a snapshot should show it, its fields in the order `/hosts` shows them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct View {
     /// Its health.
@@ -17,14 +17,14 @@ pub struct View {
     pub role: Option<Role>,
     /// Milliseconds behind (0 on a master).
     pub lag_ms: Option<u64>,
-    /// Bytes behind (0 on a master).
-    pub lag_bytes: Option<u64>,
-    /// Its own position: written on a master, replayed on a replica.
-    pub lsn: Option<Lsn>,
     /// `lag_ms` within `pg_status__sync_max_lag_ms` (false without a measurement).
     pub sync_by_time: bool,
+    /// Bytes behind (0 on a master).
+    pub lag_bytes: Option<u64>,
     /// `lag_bytes` within `pg_status__sync_max_lag_bytes` (false without a measurement).
     pub sync_by_bytes: bool,
+    /// Its own position: written on a master, replayed on a replica.
+    pub lsn: Option<Lsn>,
     /// The timeline it reported.
     pub timeline: Option<u32>,
 }
@@ -36,10 +36,10 @@ impl View {
             health: status.health,
             role: status.role,
             lag_ms: status.lag_ms,
-            lag_bytes: status.lag_bytes,
-            lsn: status.lsn,
             sync_by_time: status.sync_by_time,
+            lag_bytes: status.lag_bytes,
             sync_by_bytes: status.sync_by_bytes,
+            lsn: status.lsn,
             timeline: status.timeline,
         }
     }
@@ -50,10 +50,10 @@ impl View {
             health,
             role: None,
             lag_ms: None,
-            lag_bytes: None,
-            lsn: None,
             sync_by_time: false,
+            lag_bytes: None,
             sync_by_bytes: false,
+            lsn: None,
             timeline: None,
         }
     }
@@ -95,10 +95,10 @@ pub fn views(hosts: &[Host<'_>], settings: &Settings, timing: Option<&[Timing<'_
             health: host.health,
             role: Some(obs.role),
             lag_ms: Some(lag_ms),
-            lag_bytes: Some(lag_bytes),
-            lsn,
             sync_by_time: lag_ms <= settings.sync_max_lag_ms,
+            lag_bytes: Some(lag_bytes),
             sync_by_bytes: lag_bytes <= settings.sync_max_lag_bytes,
+            lsn,
             timeline: obs.timeline,
         });
     }
