@@ -9,6 +9,17 @@ use pg_status_core::snapshot::{Health, Settings};
 use crate::election::{self, Host};
 use crate::view::View;
 
+/// The routes that hand out one replica (round robin, or the most synchronous for the last), each taking the
+/// lag and `min_lsn` parameters.
+pub const REPLICA_ROUTES: [&str; 6] = [
+    "/replica",
+    "/sync_by_time",
+    "/sync_by_bytes",
+    "/sync_by_time_or_bytes",
+    "/sync_by_time_and_bytes",
+    "/most_sync_by_bytes",
+];
+
 /// The filter of a selection route (`/replica`, `/replicas`, `/sync_by_*`, `/most_sync_by_bytes`) for the
 /// request's `lag_ms`, `lag_bytes` and `min_lsn`. `/replica` and `/replicas` apply only the thresholds given;
 /// the `/sync_by_*` routes and `/most_sync_by_bytes` fill a missing one from the global settings, the time

@@ -1,28 +1,22 @@
-//! The checks behind pg-status's fuzz targets, shared by `cargo fuzz` and the corpus replay test.
-//!
-//! Each `check_*` function takes raw bytes, decodes them in the simple way its documentation describes,
-//! runs the core and panics when the core panics or answers something DESIGN.md does not allow. Expected
-//! answers are derived here from the design's text (routes, parameters, filters, election, lag), not from
-//! the core's own helpers, so a core that is consistently wrong is still caught.
-//!
-//! `core/tests/fuzz_corpus.rs` includes this file by path, so it may use only pg-status-core, serde_json and
-//! std, and must build on the workspace's minimum Rust version.
+//! Target `http_request`: a request answered from a snapshot derived from fuzzed hosts.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pg_status_core::config::{Config, ConfigError, ReplicaFallback, SplitBrainPolicy, KNOWN_VARIABLES};
+use pg_status_core::config::{ReplicaFallback, SplitBrainPolicy};
 use pg_status_core::http::{self, Prepared, Response};
 use pg_status_core::lsn::Lsn;
-use pg_status_core::observation::{
-    Observation, ObservationError, Receiver, Role, POLL_COLUMNS, POLL_COLUMNS_WITHOUT_RECEIVER,
-};
+use pg_status_core::observation::{Observation, Receiver, Role};
+use pg_status_core::select::Filter;
 use pg_status_core::snapshot::{Health, HostInput, HostName, HostTimes, Settings, Snapshot};
+use pg_status_reference::view::{self, Timing};
+use pg_status_reference::{election, lsn, routes, Host, View};
 use serde_json::Value;
 
+use super::text;
+
 // ---------------------------------------------------------------------------------------------------------
-// Decoding helpers
+// http_request: decoding helpers
 
 /// Reads fuzz input front to back; past the end every read yields zeros, so every input decodes.
 struct Reader<'a> {
@@ -61,351 +55,12 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 fn hex_digit(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),
         b'A'..=b'F' => Some(b - b'A' + 10),
         _ => None,
-    }
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// lsn
-
-/// PostgreSQL's `pg_lsn` text (DESIGN 6): `HEX/HEX`, each half 1 to 8 hex digits, nothing around them.
-fn reference_lsn(text: &[u8]) -> Option<Lsn> {
-    let slash = text.iter().position(|&b| b == b'/')?;
-    let half = |digits: &[u8]| -> Option<u64> {
-        if digits.is_empty() || digits.len() > 8 {
-            return None;
-        }
-        digits.iter().try_fold(0u64, |acc, &d| Some(acc * 16 + u64::from(hex_digit(d)?)))
-    };
-    Some(Lsn(half(&text[..slash])? << 32 | half(&text[slash + 1..])?))
-}
-
-/// The canonical spelling of a valid LSN text: each half in uppercase, without leading zeros.
-fn canonical_lsn(text: &[u8]) -> String {
-    let halves: Vec<String> = text
-        .split(|&b| b == b'/')
-        .map(|half| {
-            let start = half.iter().position(|&b| b != b'0').unwrap_or(half.len().saturating_sub(1));
-            String::from_utf8_lossy(&half[start..]).to_ascii_uppercase()
-        })
-        .collect();
-    halves.join("/")
-}
-
-/// Target `lsn`. Input: the bytes are the text to parse; their first 8 bytes (zero-padded, little-endian)
-/// are also a position to print.
-///
-/// Checks: parsing never panics and accepts exactly `HEX/HEX` with 1-8 hex digits a side (bytes and `str`
-/// parsing agree); a parsed position prints as the input in canonical form (uppercase, no leading zeros);
-/// every position prints canonically and parses back to itself.
-pub fn check_lsn(data: &[u8]) {
-    let parsed = Lsn::parse_bytes(data);
-    let shown = String::from_utf8_lossy(data);
-    assert_eq!(parsed, reference_lsn(data), "Lsn::parse_bytes({shown:?})");
-    if let Ok(text) = std::str::from_utf8(data) {
-        let from_str = text.parse::<Lsn>();
-        if let Err(error) = &from_str {
-            let _ = error.to_string();
-        }
-        assert_eq!(from_str.ok(), parsed, "{text:?}.parse::<Lsn>() disagrees with Lsn::parse_bytes");
-    }
-    if let Some(lsn) = parsed {
-        assert_eq!(lsn.to_string(), canonical_lsn(data), "{shown:?} parsed as {lsn:?} prints differently");
-    }
-
-    let mut word = [0u8; 8];
-    let len = data.len().min(8);
-    word[..len].copy_from_slice(&data[..len]);
-    let lsn = Lsn(u64::from_le_bytes(word));
-    let printed = lsn.to_string();
-    assert_eq!(reference_lsn(printed.as_bytes()), Some(lsn), "{lsn:?} prints as {printed:?}");
-    assert_eq!(printed.parse::<Lsn>(), Ok(lsn), "{printed:?} does not parse back");
-    assert_eq!(canonical_lsn(printed.as_bytes()), printed, "{lsn:?} prints non-canonically");
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// config
-
-/// Names that a one-byte variable name stands for, after [`KNOWN_VARIABLES`]: libpq's TLS variables and two
-/// variables for `pg_status__current_*_env` to point at.
-const EXTRA_VARIABLES: [&str; 7] =
-    ["PGSSLMODE", "PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY", "PGSSLCRL", "MY_DC", "MY_GEO"];
-
-fn variable_name(b: u8) -> &'static str {
-    let i = usize::from(b) % (KNOWN_VARIABLES.len() + EXTRA_VARIABLES.len());
-    KNOWN_VARIABLES.get(i).copied().unwrap_or_else(|| EXTRA_VARIABLES[i - KNOWN_VARIABLES.len()])
-}
-
-/// Decodes the `config` input: `NAME=VALUE` entries separated by NUL bytes, as in `/proc/self/environ`.
-/// A name of exactly one byte `b` stands for a real variable: the `b % N`-th of [`KNOWN_VARIABLES`] followed
-/// by `PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY`, `PGSSLCRL`, `MY_DC`, `MY_GEO` (N names in all).
-/// An entry without `=` has an empty value; empty names are skipped; a later entry replaces an earlier one;
-/// invalid UTF-8 is replaced by U+FFFD.
-pub fn decode_env(data: &[u8]) -> BTreeMap<String, String> {
-    let mut env = BTreeMap::new();
-    for entry in data.split(|&b| b == 0) {
-        let (name, value) = match entry.iter().position(|&b| b == b'=') {
-            Some(eq) => (&entry[..eq], &entry[eq + 1..]),
-            None => (entry, &entry[entry.len()..]),
-        };
-        let name = match name {
-            [] => continue,
-            [b] => variable_name(*b).to_owned(),
-            _ => text(name),
-        };
-        env.insert(name, text(value));
-    }
-    env
-}
-
-const PASSWORD_VAR: &str = "pg_status__pg_password";
-const SENTINEL_PASSWORD: &str = "pw\u{1}sentinel\u{2}";
-
-/// Target `config`. Input: an environment, see [`decode_env`].
-///
-/// Checks: [`Config::from_map`] never panics; an error names a variable that is set (or
-/// `pg_status__hosts`, when that is missing) and its message contains the name; an accepted configuration
-/// holds the hosts as written (split on `,`, trimmed, non-empty, no duplicate), non-zero ports, periods and
-/// `max_fails`, and the numbers as given; the password decides nothing and appears in no error or warning.
-pub fn check_config(data: &[u8]) {
-    let env = decode_env(data);
-    let result = Config::from_map(&env);
-    match &result {
-        Ok(config) => check_accepted_config(&env, config),
-        Err(error) => check_config_error(&env, error),
-    }
-
-    // The same environment with a recognisable password: it must not change the outcome or be shown.
-    let mut other = env.clone();
-    other.insert(PASSWORD_VAR.to_owned(), SENTINEL_PASSWORD.to_owned());
-    let leak_visible =
-        !env.iter().any(|(k, v)| k != PASSWORD_VAR && (k.contains(SENTINEL_PASSWORD) || v.contains(SENTINEL_PASSWORD)));
-    match (&result, Config::from_map(&other)) {
-        (Ok(_), Ok(config)) => {
-            assert_eq!(config.password, SENTINEL_PASSWORD);
-            for warning in &config.warnings {
-                assert!(
-                    !leak_visible || !warning.contains(SENTINEL_PASSWORD),
-                    "a warning shows the password: {warning}"
-                );
-            }
-        }
-        (Err(error), Err(other_error)) => {
-            let message = other_error.to_string();
-            assert!(!leak_visible || !message.contains(SENTINEL_PASSWORD), "an error shows the password: {message}");
-            assert_eq!(error.to_string(), message, "the password changed the error");
-        }
-        (first, second) => panic!("the password decided validity: {first:?} but {second:?}"),
-    }
-}
-
-fn check_config_error(env: &BTreeMap<String, String>, error: &ConfigError) {
-    let message = error.to_string();
-    let var = match error {
-        ConfigError::MissingHosts => {
-            assert!(!env.contains_key("pg_status__hosts"), "MissingHosts although pg_status__hosts is set");
-            "pg_status__hosts"
-        }
-        ConfigError::Invalid { var, .. } | ConfigError::NotUnicode { var } => {
-            assert!(env.contains_key(var.as_str()), "the error names {var}, which is not set: {message}");
-            var.as_str()
-        }
-    };
-    assert!(message.contains(var), "the message does not name {var}: {message}");
-}
-
-fn check_accepted_config(env: &BTreeMap<String, String>, config: &Config) {
-    let hosts = env.get("pg_status__hosts").expect("accepted without pg_status__hosts");
-    let names: Vec<&str> = config.hosts.iter().map(|h| h.name.as_str()).collect();
-    let written: Vec<&str> = hosts.split(',').map(str::trim).collect();
-    assert_eq!(names, written, "hosts differ from pg_status__hosts={hosts:?}");
-    for (i, host) in config.hosts.iter().enumerate() {
-        assert!(!host.name.is_empty(), "an empty host entry was accepted: {hosts:?}");
-        assert_ne!(host.port, 0, "port 0 for {:?}", host.name);
-        assert!(!names[..i].contains(&host.name.as_str()), "{:?} is listed twice", host.name);
-    }
-    assert!(config.max_fails >= 1, "max_fails 0 accepted");
-    for (what, period) in
-        [("sleep", config.sleep), ("query_timeout", config.query_timeout), ("age", config.conn_max_age)]
-    {
-        assert!(!period.is_zero(), "a zero {what} was accepted");
-    }
-    let numbers = [
-        ("pg_status__max_fails", u64::from(config.max_fails)),
-        ("pg_status__sync_max_lag_ms", config.sync_max_lag_ms),
-        ("pg_status__sync_max_lag_bytes", config.sync_max_lag_bytes),
-        ("pg_status__http_port", u64::from(config.http_port)),
-    ];
-    for (var, value) in numbers {
-        if let Some(raw) = env.get(var) {
-            assert_eq!(raw.trim().parse::<u64>().ok(), Some(value), "{var}={raw:?} was read as {value}");
-        }
-    }
-    for (var, value) in [("pg_status__pg_user", &config.user), ("pg_status__pg_database", &config.database)] {
-        assert_eq!(env.get(var).map_or("postgres", String::as_str), value.as_str(), "{var}");
-    }
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// observation
-
-/// The poll query's columns, in order.
-const COLUMNS: [&str; POLL_COLUMNS] = [
-    "in_recovery",
-    "current_lsn",
-    "receive_lsn",
-    "replay_lsn",
-    "replay_delay_ms",
-    "wal_file",
-    "receiver_pid",
-    "received_tli",
-    "latest_end_lsn",
-];
-
-/// Decodes the `observation` input: the row's values separated by NUL bytes (PostgreSQL text never holds
-/// NUL); a value that is the single byte 0xFF (never in UTF-8) is SQL NULL; other values are UTF-8 with
-/// invalid sequences replaced by U+FFFD. The empty input is a row of no columns.
-pub fn decode_row(data: &[u8]) -> Vec<Option<String>> {
-    if data.is_empty() {
-        return Vec::new();
-    }
-    data.split(|&b| b == 0).map(|v| if v == [0xFF] { None } else { Some(text(v)) }).collect()
-}
-
-/// What the poll row should parse to, from the column documentation of `POLL_QUERY` (and of the form
-/// without the WAL receiver, its first columns): the observation, or the indexes of the columns at fault
-/// (empty for a wrong number of columns).
-fn reference_observation(row: &[Option<&str>]) -> Result<Observation, Vec<usize>> {
-    let full = row.len() == POLL_COLUMNS;
-    if !full && row.len() != POLL_COLUMNS_WITHOUT_RECEIVER {
-        return Err(Vec::new());
-    }
-    let mut faults = Vec::new();
-    let role = match row[0] {
-        Some("t") => Some(Role::Replica),
-        Some("f") => Some(Role::Master),
-        _ => {
-            faults.push(0);
-            None
-        }
-    };
-    let mut lsn = |i: usize| match row[i] {
-        None => None,
-        Some(v) => {
-            let parsed = reference_lsn(v.as_bytes());
-            if parsed.is_none() {
-                faults.push(i);
-            }
-            parsed
-        }
-    };
-    let (current_lsn, receive_lsn, replay_lsn) = (lsn(1), lsn(2), lsn(3));
-    // A delay is a bigint; a negative one (the replica's clock behind the master's) counts as none.
-    let replay_delay_ms = row[4].and_then(|v| match v.parse::<i64>() {
-        Ok(ms) => Some(u64::try_from(ms).unwrap_or(0)),
-        Err(_) => {
-            faults.push(4);
-            None
-        }
-    });
-    // A replica's WAL receiver, when the row has its columns: the pid alone means its details are hidden.
-    // A master's receiver columns are not looked at.
-    let replica_receiver = full && role == Some(Role::Replica);
-    let latest_end_lsn = row.get(8).copied().flatten().filter(|_| replica_receiver).and_then(|v| {
-        let parsed = reference_lsn(v.as_bytes());
-        if parsed.is_none() {
-            faults.push(8);
-        }
-        parsed
-    });
-    let received_tli = if replica_receiver {
-        row[7].and_then(|v| {
-            let parsed = v.parse::<u32>().ok();
-            if parsed.is_none() {
-                faults.push(7);
-            }
-            parsed
-        })
-    } else {
-        None
-    };
-    let receiver = if !full {
-        Receiver::NotRead
-    } else if replica_receiver && row[6].is_some() && row[7].is_none() && row[8].is_none() {
-        Receiver::DetailsHidden
-    } else {
-        Receiver::Readable
-    };
-    // A master's timeline is the first 8 hex digits of its 24-character WAL file name; a replica's is the
-    // streamed timeline number. The other role's column is not looked at.
-    let timeline = match role {
-        Some(Role::Master) => row[5].and_then(|name| {
-            let tli = (name.len() == 24).then(|| name.get(..8)).flatten();
-            let parsed = tli.and_then(|t| u32::from_str_radix(t, 16).ok());
-            if parsed.is_none() {
-                faults.push(5);
-            }
-            parsed
-        }),
-        Some(Role::Replica) => received_tli,
-        None => None,
-    };
-    if role == Some(Role::Master) && row[1].is_none() {
-        faults.push(1);
-    }
-    match role {
-        Some(role) if faults.is_empty() => Ok(Observation {
-            role,
-            current_lsn,
-            receive_lsn,
-            replay_lsn,
-            replay_delay_ms,
-            timeline,
-            latest_end_lsn,
-            receiver,
-        }),
-        _ => Err(faults),
-    }
-}
-
-/// Target `observation`. Input: one reply row, see [`decode_row`].
-///
-/// Checks: [`Observation::from_row`] never panics; it accepts exactly the rows the column documentation
-/// allows, with the values they hold; an error names a column at fault with its text, or the row's true
-/// number of columns, or a master without a WAL position.
-pub fn check_observation(data: &[u8]) {
-    let values = decode_row(data);
-    let row: Vec<Option<&str>> = values.iter().map(Option::as_deref).collect();
-    let result = Observation::from_row(&row);
-    match (&result, reference_observation(&row)) {
-        (Ok(observation), Ok(expected)) => assert_eq!(observation, &expected, "row {row:?}"),
-        (Err(error), Err(faults)) => {
-            let _ = error.to_string();
-            match error {
-                ObservationError::Columns(n) => {
-                    assert_eq!(*n, row.len(), "row {row:?}");
-                    assert!(![POLL_COLUMNS, POLL_COLUMNS_WITHOUT_RECEIVER].contains(n), "row {row:?}");
-                }
-                ObservationError::Value { column, value } => {
-                    let i = COLUMNS.iter().position(|c| c == column).expect("an unknown column name");
-                    assert!(faults.contains(&i), "{column} blamed, but it holds a valid value: {row:?}");
-                    assert_eq!(value.as_str(), row[i].unwrap_or("NULL"), "{column} blamed for the wrong text");
-                }
-                ObservationError::MasterWithoutLsn => {
-                    assert_eq!((row[0], row[1]), (Some("f"), None), "MasterWithoutLsn for {row:?}");
-                }
-            }
-        }
-        (result, expected) => panic!("row {row:?}: parsed as {result:?}, expected {expected:?}"),
     }
 }
 
@@ -590,63 +245,9 @@ pub fn decode_http(data: &[u8]) -> HttpCase {
 // ---------------------------------------------------------------------------------------------------------
 // http_request: what the design says
 
-/// One host as the design says a snapshot shows it (DESIGN 1, 3 and 7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct View {
-    role: Option<Role>,
-    lag_ms: Option<u64>,
-    lag_bytes: Option<u64>,
-    lsn: Option<Lsn>,
-    sync_by_time: bool,
-    sync_by_bytes: bool,
-    timeline: Option<u32>,
-}
-
-/// The measurement of a host that may be used: its last observation while alive or possibly dead.
-fn usable(host: &CaseHost) -> Option<&Observation> {
-    host.last.as_ref().filter(|_| matches!(host.health, Health::Alive | Health::PossiblyDead))
-}
-
-/// DESIGN 4: the first host in host order that was seen as master and is alive, else the first possibly
-/// dead one; with the timeline policy, the highest timeline among them (an unknown timeline is lowest),
-/// host order breaking ties.
-fn reference_master(case: &HttpCase) -> Option<usize> {
-    if !refused_claimants(case).is_empty() {
-        return None;
-    }
-    let by_timeline = case.settings.split_brain == SplitBrainPolicy::Timeline;
-    [Health::Alive, Health::PossiblyDead].iter().find_map(|&health| {
-        let mut best: Option<(usize, Option<u32>)> = None;
-        for (i, host) in case.hosts.iter().enumerate() {
-            let Some(obs) = host.last.as_ref().filter(|o| host.health == health && o.role == Role::Master) else {
-                continue;
-            };
-            let better = match best {
-                None => true,
-                Some((_, timeline)) => by_timeline && obs.timeline > timeline,
-            };
-            if better {
-                best = Some((i, obs.timeline));
-            }
-        }
-        best.map(|(i, _)| i)
-    })
-}
-
-/// DESIGN 4, `refuse`: the alive hosts that claim master, in host order, when there are two or more and
-/// the policy refuses a split brain; otherwise none.
-fn refused_claimants(case: &HttpCase) -> Vec<usize> {
-    let claims: Vec<usize> = (0..case.hosts.len())
-        .filter(|&i| {
-            let h = &case.hosts[i];
-            h.health == Health::Alive && h.last.as_ref().is_some_and(|o| o.role == Role::Master)
-        })
-        .collect();
-    if case.settings.split_brain == SplitBrainPolicy::Refuse && claims.len() > 1 {
-        claims
-    } else {
-        Vec::new()
-    }
+/// The case's hosts as the reference takes them.
+fn reference_hosts(case: &HttpCase) -> Vec<Host<'_>> {
+    case.hosts.iter().map(|h| Host { health: h.health, last: h.last.as_ref() }).collect()
 }
 
 /// The port the case's host `i` is polled on.
@@ -654,111 +255,37 @@ fn case_port(i: usize) -> u16 {
     5432 + u16::try_from(i).unwrap_or(0)
 }
 
-/// DESIGN 1, 3 and 7: what each host shows. Dead or never seen hosts show no measurement; a master lags
-/// by nothing; a replica lags, in bytes, from its replay position up to the furthest of the master's last
-/// position and its own receive position (a missing replay position counts as 0), and in time by its
-/// replay delay, unless it has replayed everything the master had. With observation times, the time lag
-/// is also at most the time from the newest master WAL sample the replica has replayed to its observation.
-fn reference_views(case: &HttpCase, master: Option<usize>) -> Vec<View> {
-    let master_lsn = master.and_then(|m| case.hosts[m].last.as_ref()).and_then(|o| o.current_lsn);
-    let history: &[(u64, Lsn)] = match master {
-        Some(m) if case.timed => &case.hosts[m].wal_history,
-        _ => &[],
-    };
-    let settings = &case.settings;
-    case.hosts
-        .iter()
-        .map(|host| {
-            let Some(obs) = usable(host) else {
-                return View {
-                    role: None,
-                    lag_ms: None,
-                    lag_bytes: None,
-                    lsn: None,
-                    sync_by_time: false,
-                    sync_by_bytes: false,
-                    timeline: None,
-                };
-            };
-            let (lag_ms, lag_bytes, lsn) = match obs.role {
-                Role::Master => (0, 0, obs.current_lsn),
-                Role::Replica => {
-                    let replay = obs.replay_lsn.map_or(0, |l| l.0);
-                    let furthest =
-                        [master_lsn, obs.receive_lsn, obs.latest_end_lsn].iter().flatten().map(|l| l.0).max();
-                    let lag_bytes = furthest.map_or(0, |f| f.saturating_sub(replay));
-                    let caught_up = matches!((master_lsn, obs.replay_lsn), (Some(m), Some(r)) if r.0 >= m.0);
-                    let replayed_sample = |r: Lsn| history.iter().filter(|(_, l)| l.0 <= r.0).map(|(at, _)| *at).max();
-                    let bound = match (host.observed_at, obs.replay_lsn) {
-                        (Some(seen), Some(r)) if case.timed => replayed_sample(r).map(|at| seen.saturating_sub(at)),
-                        _ => None,
-                    };
-                    let delay = obs.replay_delay_ms.unwrap_or(0);
-                    let lag_ms = if caught_up { 0 } else { bound.map_or(delay, |b| delay.min(b)) };
-                    (lag_ms, lag_bytes, obs.replay_lsn)
-                }
-            };
-            View {
-                role: Some(obs.role),
-                lag_ms: Some(lag_ms),
-                lag_bytes: Some(lag_bytes),
-                lsn,
-                sync_by_time: lag_ms <= settings.sync_max_lag_ms,
-                sync_by_bytes: lag_bytes <= settings.sync_max_lag_bytes,
-                timeline: obs.timeline,
-            }
-        })
-        .collect()
+/// Decisions 1, 3 and 7 from the reference: what each host shows, with the observation times and WAL
+/// histories when the case has them.
+fn reference_views(case: &HttpCase) -> Vec<View> {
+    let timing: Vec<Timing<'_>> =
+        case.hosts.iter().map(|h| Timing { observed_at_ms: h.observed_at, wal_history: &h.wal_history }).collect();
+    view::views(&reference_hosts(case), &case.settings, case.timed.then_some(timing.as_slice()))
+}
+
+/// How close host `j` of the case is, for locality (see [`routes::closeness`]).
+fn closeness(case: &HttpCase, j: usize) -> u8 {
+    let h = &case.hosts[j];
+    let local_dc = case.current_dc.is_some() && h.dc == case.current_dc;
+    let local_geo = case.current_geo.is_some() && h.geo == case.current_geo;
+    routes::closeness(&case.settings, local_dc, local_geo)
 }
 
 /// The replicas a selection route may hand out (DESIGN 5), as read from the request.
 #[derive(Debug, Clone, Copy)]
 struct Wanted {
-    max_lag_ms: Option<u64>,
-    max_lag_bytes: Option<u64>,
-    /// Either threshold is enough (`_or_`), instead of both.
-    either: bool,
-    min_lsn: Option<Lsn>,
+    /// The route's filter, from the reference (thresholds, global defaults, `min_lsn`, timeline).
+    filter: Filter,
     /// `/most_sync_by_bytes` rather than round robin.
     most_sync: bool,
     /// What `wait_ms` should come to: capped by `max_wait_ms`, and 0 without `min_lsn`.
     wait_ms: u64,
-    /// With `min_lsn` under the timeline policy: the elected master's timeline, the only one a replica may
-    /// show to be compared with the write.
-    timeline: Option<u32>,
     /// Fall back to the master when no replica qualifies.
     fallback: bool,
     /// `host=` on a route that names one host: check that host (by index) instead of choosing.
     check: Option<usize>,
     /// `/replicas`: list every candidate.
     list: bool,
-}
-
-impl Wanted {
-    fn admits(&self, view: &View) -> bool {
-        let (Some(Role::Replica), Some(lag_ms), Some(lag_bytes)) = (view.role, view.lag_ms, view.lag_bytes) else {
-            return false;
-        };
-        let time = self.max_lag_ms.map(|max| lag_ms <= max);
-        let bytes = self.max_lag_bytes.map(|max| lag_bytes <= max);
-        let lag = match (time, bytes) {
-            (Some(t), Some(b)) => {
-                if self.either {
-                    t || b
-                } else {
-                    t && b
-                }
-            }
-            (Some(one), None) | (None, Some(one)) => one,
-            (None, None) => true,
-        };
-        let fresh = match self.min_lsn {
-            Some(min) => view.lsn.is_some_and(|lsn| lsn.0 >= min.0),
-            None => true,
-        };
-        let same_history = self.timeline.is_none_or(|t| view.timeline == Some(t));
-        lag && fresh && same_history
-    }
 }
 
 /// What a request should get (DESIGN 0 and 5-7).
@@ -788,21 +315,8 @@ enum Expected {
     Select(Wanted),
 }
 
-const ROUTES: [&str; 13] = [
-    "/replicas",
-    "/master",
-    "/replica",
-    "/sync_by_time",
-    "/sync_by_bytes",
-    "/sync_by_time_or_bytes",
-    "/sync_by_time_and_bytes",
-    "/most_sync_by_bytes",
-    "/hosts",
-    "/status",
-    "/version",
-    "/live",
-    "/ready",
-];
+/// The paths pg-status serves besides the replica routes.
+const OTHER_ROUTES: [&str; 7] = ["/replicas", "/master", "/hosts", "/status", "/version", "/live", "/ready"];
 
 /// `%XX` escapes decoded; a `%` without two hex digits after it is kept as it is.
 fn unescape(s: &str) -> Vec<u8> {
@@ -856,7 +370,7 @@ fn reference_request(case: &HttpCase) -> Expected {
         Some(q) => (&case.target[..q], &case.target[q + 1..]),
         None => (case.target.as_str(), ""),
     };
-    if !ROUTES.contains(&path) {
+    if !routes::REPLICA_ROUTES.contains(&path) && !OTHER_ROUTES.contains(&path) {
         return Expected::UnknownPath;
     }
     if case.method != "GET" && case.method != "HEAD" {
@@ -885,7 +399,7 @@ fn reference_request(case: &HttpCase) -> Expected {
     let Ok(lag_bytes) = query_number(query, "lag_bytes") else { return Expected::Invalid("Invalid lag_bytes") };
     let min_lsn = match query_param(query, "min_lsn") {
         None => None,
-        Some(v) => match reference_lsn(&v) {
+        Some(v) => match lsn::parse(&v) {
             Some(lsn) => Some(lsn),
             None => return Expected::Invalid("Invalid min_lsn"),
         },
@@ -907,26 +421,11 @@ fn reference_request(case: &HttpCase) -> Expected {
         },
         _ => None,
     };
-    let (time, bytes) = (Some(lag_ms.unwrap_or(s.sync_max_lag_ms)), Some(lag_bytes.unwrap_or(s.sync_max_lag_bytes)));
-    let (max_lag_ms, max_lag_bytes) = match path {
-        "/replica" | "/replicas" => (lag_ms, lag_bytes),
-        "/sync_by_time" => (time, None),
-        "/sync_by_bytes" => (None, bytes),
-        _ => (time, bytes),
-    };
+    let filter = routes::filter(path, lag_ms, lag_bytes, min_lsn, &reference_hosts(case), s);
     Expected::Select(Wanted {
-        max_lag_ms,
-        max_lag_bytes,
-        either: path == "/sync_by_time_or_bytes",
-        min_lsn,
+        filter,
         most_sync: path == "/most_sync_by_bytes",
         wait_ms: if min_lsn.is_some() { wait_ms.unwrap_or(0).min(s.max_wait_ms) } else { 0 },
-        timeline: match min_lsn {
-            Some(_) if s.split_brain == SplitBrainPolicy::Timeline => {
-                reference_master(case).and_then(|m| case.hosts[m].last.as_ref()).and_then(|o| o.timeline)
-            }
-            _ => None,
-        },
         fallback,
         check,
         list,
@@ -1091,7 +590,7 @@ fn check_host_document(document: &Value, host: &CaseHost, port: u16, view: &View
         assert_eq!(map.get(*key), Some(value), "{key} of {}: {document}", host.name);
     }
     if let Some(Value::String(lsn)) = map.get("lsn") {
-        assert_eq!(&canonical_lsn(lsn.as_bytes()), lsn, "lsn of {} is not canonical", host.name);
+        assert_eq!(&lsn::canonical(lsn.as_bytes()), lsn, "lsn of {} is not canonical", host.name);
     }
 }
 
@@ -1165,23 +664,7 @@ fn check_list(
         .iter()
         .map(|name| case.hosts.iter().position(|h| h.name == *name).unwrap_or_else(|| panic!("{name:?}")))
         .collect();
-    let n = case.hosts.len();
-    let s = &case.settings;
-    let tier = |j: usize| {
-        let h = &case.hosts[j];
-        if s.locality_dc && case.current_dc.is_some() && h.dc == case.current_dc {
-            0
-        } else if s.locality_geo && case.current_geo.is_some() && h.geo == case.current_geo {
-            1
-        } else {
-            2
-        }
-    };
-    let start = if n == 0 { 0 } else { before % (n + 1) % n };
-    let mut expected: Vec<usize> = (0..n)
-        .filter(|&j| matches!(case.hosts[j].health, Health::Alive | Health::PossiblyDead) && wanted.admits(&views[j]))
-        .collect();
-    expected.sort_by_key(|&j| (case.hosts[j].health != Health::Alive, tier(j), (j + n - start) % n));
+    let expected = routes::list(views, &wanted.filter, |j| closeness(case, j), before);
     assert_eq!(got, expected, "/replicas from cursor {before}");
     assert_eq!(after, expected.first().map_or(before, |&j| j + 1), "the cursor after /replicas");
 }
@@ -1200,11 +683,8 @@ fn check_selection(
     let body = check_any_response(response);
     let named = answered_host(&case.hosts, response, body, json);
     let n = case.hosts.len();
-    let matching = |health: Health| -> Vec<usize> {
-        (0..n).filter(|&i| case.hosts[i].health == health && wanted.admits(&views[i])).collect()
-    };
     // Healthy replicas before possibly dead ones; dead and unseen hosts are never candidates.
-    let candidates = [Health::Alive, Health::PossiblyDead].iter().map(|&h| matching(h)).find(|c| !c.is_empty());
+    let candidates = Some(routes::preferred(views, &wanted.filter)).filter(|c| !c.is_empty());
     let Some(name) = named else {
         assert_eq!(candidates, None, "404 although these replicas match");
         if wanted.fallback {
@@ -1229,28 +709,16 @@ fn check_selection(
     };
     assert!(candidates.contains(&i), "{name:?} handed out, but the matching replicas are {candidates:?}");
     if wanted.most_sync {
-        let best = candidates.iter().copied().min_by_key(|&j| (views[j].lag_bytes, j));
-        assert_eq!(Some(i), best, "not the most synchronous replica");
+        assert_eq!(Some(i), routes::most_sync(views, &candidates), "not the most synchronous replica");
         assert_eq!(after, before, "the cursor moved on /most_sync_by_bytes");
         return None;
     }
     // Locality narrows the round robin to the closest non-empty group: same DC, same region, all.
-    let s = &case.settings;
-    let in_dc = |j: &usize| s.locality_dc && case.current_dc.is_some() && case.hosts[*j].dc == case.current_dc;
-    let in_geo = |j: &usize| s.locality_geo && case.current_geo.is_some() && case.hosts[*j].geo == case.current_geo;
-    let local: Vec<usize> = [
-        candidates.iter().copied().filter(in_dc).collect::<Vec<_>>(),
-        candidates.iter().copied().filter(in_geo).collect(),
-    ]
-    .into_iter()
-    .find(|group| !group.is_empty())
-    .unwrap_or(candidates);
+    let local = routes::closest(&candidates, |j| closeness(case, j));
     assert!(local.contains(&i), "{name:?} handed out, but the closest matching replicas are {local:?}");
     // The next candidate after the last host handed out (cursor = its index + 1; 0 before the first).
     if before <= n {
-        let start = before % n;
-        let next = local.iter().copied().min_by_key(|&j| (j + n - start) % n);
-        assert_eq!(Some(i), next, "round robin from cursor {before} among {local:?}");
+        assert_eq!(Some(i), routes::next(&local, before, n), "round robin from cursor {before} among {local:?}");
     }
     assert_eq!(after, i + 1, "the cursor after handing out host {i}");
     Some(RoundRobin { host: i, from: local })
@@ -1306,21 +774,12 @@ pub fn check_http_request(data: &[u8]) {
         assert_eq!(updated.hosts_json(), snapshot.hosts_json(), "/hosts after updating host {changed}");
     }
 
-    let master = reference_master(&case);
+    let master = election::master(&reference_hosts(&case), case.settings.split_brain);
     assert_eq!(snapshot.master, master, "elected master");
-    let views = reference_views(&case, master);
+    let views = reference_views(&case);
     assert_eq!(snapshot.hosts.len(), views.len());
     for ((status, view), host) in snapshot.hosts.iter().zip(&views).zip(&case.hosts) {
-        let shown = View {
-            role: status.role,
-            lag_ms: status.lag_ms,
-            lag_bytes: status.lag_bytes,
-            lsn: status.lsn,
-            sync_by_time: status.sync_by_time,
-            sync_by_bytes: status.sync_by_bytes,
-            timeline: status.timeline,
-        };
-        assert_eq!(&shown, view, "{:?} in the snapshot", host.name);
+        assert_eq!(&View::of(status), view, "{:?} in the snapshot", host.name);
         assert_eq!(status.alive(), view.role.is_some());
         assert_eq!(status.health, host.health);
         assert_eq!(&*status.id.name, host.name.as_str());
@@ -1349,11 +808,9 @@ pub fn check_http_request(data: &[u8]) {
         panic!("{expected:?} was answered at once: {prepared:?}");
     };
     assert_eq!(selection.wait_ms, wanted.wait_ms, "wait_ms");
-    let any_candidate = (0..views.len())
-        .any(|i| matches!(case.hosts[i].health, Health::Alive | Health::PossiblyDead) && wanted.admits(&views[i]));
     let satisfied = match wanted.check {
-        Some(i) => case.hosts[i].health == Health::Alive && wanted.admits(&views[i]),
-        None => any_candidate,
+        Some(i) => routes::passes_check(&views[i], &wanted.filter),
+        None => !routes::preferred(&views, &wanted.filter).is_empty(),
     };
     assert_eq!(selection.satisfied(&snapshot), satisfied, "Selection::satisfied");
     if let Some(i) = wanted.check {
@@ -1437,7 +894,7 @@ fn check_plain_route(
             }
         }
         Expected::Master(checked) => {
-            let refused = refused_claimants(case);
+            let refused = election::refused_claimants(&reference_hosts(case), case.settings.split_brain);
             if !refused.is_empty() {
                 let names: Vec<&str> = refused.iter().map(|&i| case.hosts[i].name.as_str()).collect();
                 assert_eq!(status, 503, "/master in a refused split brain");
