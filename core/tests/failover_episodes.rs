@@ -4,10 +4,9 @@
 use std::time::{Duration, Instant};
 
 use pg_status_core::config::Config;
-use pg_status_core::lsn::Lsn;
 use pg_status_core::monitor::{Action, Monitor, PollError, PollErrorKind, PollId};
-use pg_status_core::observation::{Observation, Receiver, Role};
 use pg_status_core::snapshot::Health;
+use pg_status_reference::build::{master, replica};
 
 /// What a simulated server does when polled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,19 +39,6 @@ fn config(vars: &[(&str, &str)]) -> Config {
     let mut all = vec![("pg_status__hosts", "h0,h1,h2")];
     all.extend_from_slice(vars);
     Config::from_vars(all.iter().map(|(k, v)| (k.to_string(), v.to_string()))).expect("a valid configuration")
-}
-
-fn observation(role: Role) -> Observation {
-    Observation {
-        role,
-        current_lsn: (role == Role::Master).then_some(Lsn(100)),
-        receive_lsn: (role == Role::Replica).then_some(Lsn(100)),
-        replay_lsn: (role == Role::Replica).then_some(Lsn(100)),
-        replay_delay_ms: (role == Role::Replica).then_some(0),
-        timeline: Some(1),
-        latest_end_lsn: None,
-        receiver: Receiver::Readable,
-    }
 }
 
 impl World {
@@ -100,8 +86,8 @@ impl World {
             self.in_flight.retain(|(_, at)| !at.is_some_and(|at| at <= now));
             for id in due {
                 let result = match self.servers[id.host] {
-                    Server::Master => Ok(observation(Role::Master)),
-                    Server::Replica => Ok(observation(Role::Replica)),
+                    Server::Master => Ok(master(100)),
+                    Server::Replica => Ok(replica(100, 0)),
                     Server::Down | Server::Hung => Err(PollError::new(PollErrorKind::Connect, "connection refused")),
                 };
                 self.m.handle_poll_result(id, result, now);

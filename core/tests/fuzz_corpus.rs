@@ -1,7 +1,7 @@
 //! Replays every committed fuzz corpus file (`fuzz/corpus/<target>/`) through the same checks the fuzz
 //! targets run, so plain `cargo test` exercises the corpora on stable Rust without cargo-fuzz.
 
-#[path = "../../fuzz/src/checks.rs"]
+#[path = "../../fuzz/src/checks/mod.rs"]
 mod checks;
 
 use std::fs;

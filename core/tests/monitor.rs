@@ -12,6 +12,7 @@ use pg_status_core::config::SplitBrainPolicy;
 use pg_status_core::monitor::{Action, Event, Monitor, PollError, PollErrorKind, PollId, Transition, Warning};
 use pg_status_core::observation::{Observation, PollQuery, Receiver, Role};
 use pg_status_core::snapshot::Health;
+use pg_status_reference::{schedule, History};
 use proptest::prelude::*;
 
 fn drain_actions(m: &mut Monitor, now: Instant) -> Vec<(PollId, Instant, bool)> {
@@ -235,19 +236,17 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-/// The reference model: what the monitor must conclude from the same history.
+/// The reference model of one host: what the monitor must conclude from the same history (decision 1, from
+/// the reference crate), and what it cost in connections.
 #[derive(Debug, Clone, Default)]
 struct ModelHost {
-    fails: u32,
-    seen: bool,
-    finished: bool,
-    failures_total: u64,
+    history: History,
     connections: u64,
     closes: u64,
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(300))]
+    #![proptest_config(proptest_config(300, "tests/proptest-regressions/monitor.txt"))]
 
     #[test]
     fn monitor_matches_the_reference_model(
@@ -286,7 +285,7 @@ proptest! {
                         for h in expired {
                             in_flight.remove(&h);
                             idle_since.insert(h, now);
-                            model[h].fails += 1; model[h].finished = true; model[h].failures_total += 1;
+                            model[h].history.fail(max_fails);
                         }
                         for (id, deadline, reconnect) in drain_actions(&mut m, now) {
                             if reconnect { model[id.host].connections += 1; }
@@ -300,15 +299,14 @@ proptest! {
                     for h in expired {
                         in_flight.remove(&h);
                         idle_since.insert(h, now);
-                        model[h].fails += 1; model[h].finished = true; model[h].failures_total += 1;
+                        model[h].history.fail(max_fails);
                     }
                 }
                 Step::Succeed { host, master: is_master, lsn, delay } => {
                     if let Some((id, _)) = in_flight.remove(&(host % hosts)) {
                         let obs = if is_master { master(lsn) } else { replica(lsn, delay) };
-                        m.handle_poll_result(id, Ok(obs), now);
-                        let mh = &mut model[id.host];
-                        mh.fails = 0; mh.seen = true; mh.finished = true;
+                        m.handle_poll_result(id, Ok(obs.clone()), now);
+                        model[id.host].history.succeed(obs);
                         idle_since.insert(id.host, now);
                     }
                 }
@@ -324,32 +322,27 @@ proptest! {
                 Step::Fail(host) => {
                     if let Some((id, _)) = in_flight.remove(&(host % hosts)) {
                         m.handle_poll_result(id, fail(), now);
-                        let mh = &mut model[id.host];
-                        mh.fails += 1; mh.finished = true; mh.failures_total += 1;
-                        if mh.fails >= max_fails { mh.seen = false; }
+                        model[id.host].history.fail(max_fails);
                         idle_since.insert(id.host, now);
                     }
                 }
             }
             let snap = m.snapshot();
             prop_assert_eq!(&snap, &m.snapshot_from_scratch(), "the incremental snapshot equals a full derivation");
-            prop_assert_eq!(snap.ready, model.iter().all(|h| h.finished));
+            prop_assert_eq!(snap.ready, model.iter().all(|h| h.history.finished));
             for (h, (status, mh)) in snap.hosts.iter().zip(&model).enumerate() {
-                let expected = if !mh.finished { Health::Unknown }
-                    else if mh.fails == 0 { Health::Alive }
-                    else if mh.fails >= max_fails { Health::Dead }
-                    else { Health::PossiblyDead };
-                prop_assert_eq!(status.health, expected, "host {}", h);
-                prop_assert_eq!(status.alive(), mh.seen && mh.fails < max_fails, "host {} measurements", h);
+                prop_assert_eq!(status.health, mh.history.health(max_fails), "host {}", h);
+                prop_assert_eq!(status.alive(), mh.history.host(max_fails).last.is_some(), "host {} measurements", h);
                 if status.health == Health::Dead {
                     prop_assert!(status.lag_ms.is_none() && status.lag_bytes.is_none() && status.lsn.is_none());
                 }
                 let elapsed = (now - t0).as_millis() as u64;
-                prop_assert!(mh.connections <= 1 + elapsed / max_age + mh.failures_total + mh.closes,
-                    "host {}: {} connections in {} ms with {} failures", h, mh.connections, elapsed, mh.failures_total);
+                let failures = mh.history.failures;
+                prop_assert!(mh.connections <= schedule::max_connections(elapsed, max_age, failures, mh.closes),
+                    "host {}: {} connections in {} ms with {} failures", h, mh.connections, elapsed, failures);
             }
             let counted: Vec<u32> = (0..hosts).map(|h| m.counters(h).unwrap().consecutive_failures).collect();
-            prop_assert_eq!(counted, model.iter().map(|h| h.fails).collect::<Vec<_>>());
+            prop_assert_eq!(counted, model.iter().map(|h| h.history.fails).collect::<Vec<_>>());
             std::iter::from_fn(|| m.poll_event()).for_each(drop);
         }
     }

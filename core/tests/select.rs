@@ -10,6 +10,7 @@ use pg_status_core::lsn::Lsn;
 use pg_status_core::observation::Role;
 use pg_status_core::select::{candidates as list, check, select, Choice, Filter, Pick};
 use pg_status_core::snapshot::{Health, Snapshot};
+use pg_status_reference::{election, routes, Host, View};
 use proptest::prelude::*;
 
 fn spec() -> impl Strategy<Value = Spec> {
@@ -54,34 +55,24 @@ fn filter() -> impl Strategy<Value = Filter> {
         })
 }
 
-/// The filter, restated independently of the core's code.
-fn satisfies(snap: &Snapshot, i: usize, f: &Filter) -> bool {
-    let h = &snap.hosts[i];
-    let (ms, bytes) = (h.lag_ms.unwrap(), h.lag_bytes.unwrap());
-    let conds: Vec<bool> =
-        [f.max_lag_ms.map(|m| ms <= m), f.max_lag_bytes.map(|m| bytes <= m)].into_iter().flatten().collect();
-    let lag = if conds.is_empty() {
-        true
-    } else if f.either && conds.len() == 2 {
-        conds[0] || conds[1]
-    } else {
-        conds.iter().all(|c| *c)
-    };
-    lag && f.min_lsn.is_none_or(|min| h.lsn.is_some_and(|l| l >= min))
-        && f.timeline.is_none_or(|t| h.timeline == Some(t))
+/// What the snapshot shows of each host, for the reference to filter on.
+fn views(snap: &Snapshot) -> Vec<View> {
+    snap.hosts.iter().map(View::of).collect()
 }
 
+/// The filter, as the reference states it.
+fn satisfies(snap: &Snapshot, i: usize, f: &Filter) -> bool {
+    routes::admits(f, &View::of(&snap.hosts[i]))
+}
+
+/// The hosts with `health` that pass `f`, as the reference states it.
 fn candidates(snap: &Snapshot, f: &Filter, health: Health) -> Vec<usize> {
-    (0..snap.hosts.len())
-        .filter(|&i| {
-            let h = &snap.hosts[i];
-            h.health == health && h.role == Some(Role::Replica) && satisfies(snap, i, f)
-        })
-        .collect()
+    let views = views(snap);
+    (0..views.len()).filter(|&i| views[i].health == health && routes::admits(f, &views[i])).collect()
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(500))]
+    #![proptest_config(proptest_config(500, "tests/proptest-regressions/select.txt"))]
 
     #[test]
     fn choices_respect_health_filters_and_fallback(
@@ -96,30 +87,31 @@ proptest! {
         let snap = snapshot(&specs, settings, local);
         let pick = if most_sync { Pick::MostSyncByBytes } else { Pick::RoundRobin };
         let choice = select(&snap, &f, pick, ReplicaFallback::Master, &mut cursor.clone());
-        let healthy = candidates(&snap, &f, Health::Alive);
-        let possibly_dead = candidates(&snap, &f, Health::PossiblyDead);
+        let views = views(&snap);
+        let tier = routes::preferred(&views, &f);
         match choice {
             Choice::Replica(i) => {
                 let h = &snap.hosts[i];
                 prop_assert!(h.alive() && h.health != Health::Dead, "never a dead or unseen host");
                 prop_assert!(satisfies(&snap, i, &f), "the filter holds at the last poll");
-                let tier = if healthy.is_empty() { &possibly_dead } else { &healthy };
                 prop_assert!(tier.contains(&i), "healthy replicas are preferred");
                 if most_sync {
-                    let best = tier.iter().map(|&j| snap.hosts[j].lag_bytes).min().unwrap();
-                    prop_assert_eq!(h.lag_bytes, best);
-                    prop_assert_eq!(Some(&i), tier.iter().find(|&&j| snap.hosts[j].lag_bytes == best), "ties by host order");
-                } else if local.is_some() && tier.iter().any(|&j| snap.hosts[j].id.local_dc) {
-                    prop_assert!(h.id.local_dc, "a local replica is preferred when one qualifies");
+                    prop_assert_eq!(Some(i), routes::most_sync(&views, &tier), "the smallest lag_bytes, ties by host order");
+                } else {
+                    let rank = |j: usize| {
+                        let id = &snap.hosts[j].id;
+                        routes::closeness(&snap.settings, id.local_dc, id.local_geo)
+                    };
+                    prop_assert!(routes::closest(&tier, rank).contains(&i), "a local replica is preferred when one qualifies");
                 }
             }
             Choice::Master(i) => {
-                prop_assert!(healthy.is_empty() && possibly_dead.is_empty());
+                prop_assert!(tier.is_empty());
                 prop_assert_eq!(Some(i), snap.master);
                 prop_assert_eq!(snap.hosts[i].role, Some(Role::Master));
             }
             Choice::Nothing => {
-                prop_assert!(healthy.is_empty() && possibly_dead.is_empty() && snap.master.is_none());
+                prop_assert!(tier.is_empty() && snap.master.is_none());
             }
         }
     }
@@ -182,8 +174,8 @@ proptest! {
     #[test]
     fn master_election_follows_health_then_host_order(specs in proptest::collection::vec(spec(), 0..7)) {
         let snap = snapshot(&specs, settings(), None);
-        let first = |health: Health| snap.hosts.iter().position(|h| h.health == health && h.role == Some(Role::Master));
-        prop_assert_eq!(snap.master, first(Health::Alive).or_else(|| first(Health::PossiblyDead)));
+        let hosts: Vec<Host<'_>> = specs.iter().map(|s| Host { health: s.health, last: s.obs.as_ref() }).collect();
+        prop_assert_eq!(snap.master, election::master(&hosts, SplitBrainPolicy::HostOrder));
     }
 }
 

@@ -15,6 +15,7 @@ use postgres::{NoTls, SimpleQueryMessage};
 
 use crate::error::IoContext;
 use crate::net::{free_port, next_loopback};
+use crate::pg::helpers::{log_tail, session_config};
 use crate::pg::{Node, USER};
 use crate::wait::wait_until_ok;
 use crate::{Error, Result};
@@ -166,13 +167,7 @@ impl PgBouncer {
 
     /// The last `max` bytes of PgBouncer's log, for failure messages.
     pub fn log_tail(&self, max: usize) -> String {
-        match std::fs::read(&self.log) {
-            Ok(bytes) => {
-                let start = bytes.len().saturating_sub(max);
-                format!("\n--- tail of {} ---\n{}", self.log.display(), String::from_utf8_lossy(&bytes[start..]))
-            }
-            Err(e) => format!("\n(no PgBouncer log {}: {e})", self.log.display()),
-        }
+        log_tail(&self.log, max, "PgBouncer")
     }
 
     /// A session to database `postgres` through PgBouncer.
@@ -181,15 +176,7 @@ impl PgBouncer {
     }
 
     fn connect_to(&self, database: &str, application_name: &str) -> Result<postgres::Client> {
-        let mut config = postgres::Config::new();
-        config
-            .host(&self.host())
-            .port(self.port)
-            .user(USER)
-            .password(&self.password)
-            .dbname(database)
-            .application_name(application_name)
-            .connect_timeout(Duration::from_secs(5));
+        let config = session_config(&self.host(), self.port, &self.password, database, application_name);
         config.connect(NoTls).map_err(|source| Error::Sql {
             node: format!("{self:?}"),
             sql: "(connect)".into(),

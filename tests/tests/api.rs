@@ -8,21 +8,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{for_nodes, start_ready, Checks, STARTUP};
+use pg_status_reference::routes::REPLICA_ROUTES;
 use pg_status_tests::pg::parse_lsn;
 use pg_status_tests::{http, json, postgres_or_skip, Cluster, ClusterOptions, PgStatus};
 use serde_json::{json, Value};
 
 const JSON: Option<&str> = Some("application/json");
-
-/// Routes that pick a replica (round robin unless noted) and take the lag and LSN parameters.
-const REPLICA_ROUTES: [&str; 6] = [
-    "/replica",
-    "/sync_by_time",
-    "/sync_by_bytes",
-    "/sync_by_time_or_bytes",
-    "/sync_by_time_and_bytes",
-    "/most_sync_by_bytes",
-];
 
 /// Routes that read `lag_ms` (the spec says `/sync_by_bytes` ignores it).
 const LAG_MS_ROUTES: [&str; 5] =

@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::{for_nodes, start_ready, Checks, SLACK, STARTUP};
+use pg_status_reference::routes::REPLICA_ROUTES;
 use pg_status_tests::pg::{create_load_table, format_lsn, parse_lsn, Writer};
 use pg_status_tests::{postgres_or_skip, Cluster, ClusterOptions, PgStatus};
 use serde_json::json;
@@ -236,14 +237,7 @@ fn min_lsn_gives_read_your_writes() {
     // r1 stops replaying: it must never be returned for a position it has not replayed.
     r1.pause_replay().expect("pause r1");
     let nodes = [m, r1, r2];
-    let routes = [
-        "/replica",
-        "/sync_by_time",
-        "/sync_by_bytes",
-        "/sync_by_time_or_bytes",
-        "/sync_by_time_and_bytes",
-        "/most_sync_by_bytes",
-    ];
+    let routes = REPLICA_ROUTES;
     let mut replica_answers = 0;
     for i in 0..40 {
         m.execute(&format!("INSERT INTO ryw VALUES ({i})")).expect("insert");

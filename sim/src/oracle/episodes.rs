@@ -261,6 +261,8 @@ impl EpisodeChecks {
 #[cfg(test)]
 mod tests {
     //! Each check is shown a broken run here, so it is known to catch what it claims to.
+    use pg_status_reference::build;
+
     use super::*;
 
     fn settings(fast_sleep_ms: u64) -> Settings {
@@ -285,8 +287,7 @@ mod tests {
     }
 
     fn poll(host: usize, start: u64, end: u64, role: Role) -> PollRecord {
-        let observation =
-            if role == Role::Master { super::super::tests::master(1) } else { super::super::tests::replica(1) };
+        let observation = if role == Role::Master { build::master(1) } else { build::replica(1, 0) };
         PollRecord { host, at_ms: end, elapsed_ms: end - start, result: Ok(observation), in_time: true }
     }
 
