@@ -23,6 +23,7 @@ use super::client::Client;
 use super::metrics;
 use super::respond::{self, Plan};
 use super::OpenGuard;
+use crate::rt::{Clock, TokioClock};
 
 /// What the socket saw since the watchdog last looked, and what the accept loop may ask of the connection.
 #[derive(Default)]
@@ -187,12 +188,16 @@ impl hyper::rt::Write for Watched {
 
 /// Completes when the connection should be dropped: a request stalled, the client stopped reading its
 /// answers, the first request did not come within the request timeout, or the connection idled too long.
-async fn watchdog(activity: &Activity, request_timeout: Duration, idle_timeout: Duration) {
+async fn watchdog<C: Clock>(activity: &Activity, clock: &C, request_timeout: Duration, idle_timeout: Duration) {
     let tick = (request_timeout / 2).max(Duration::from_millis(1));
     let mut stalled_ticks = 0u32;
     let mut idle = Duration::ZERO;
     loop {
-        tokio::time::sleep(tick).await;
+        match clock.now().checked_add(tick) {
+            Some(next) => clock.sleep_until(next).await,
+            // A clock at the end of representable time has nothing left to wait for.
+            None => return,
+        }
         let stuck = activity.pending.get() || activity.write_blocked.get();
         if activity.waiting.get() > 0 || (activity.wrote.replace(false) && !activity.write_blocked.get()) {
             stalled_ticks = 0;
@@ -316,7 +321,7 @@ pub(super) async fn serve(socket: Client, guard: OpenGuard) {
     let mut connection = pin!(shared.http.serve_connection(io, service));
     // One watchdog for the whole life of the connection, so a request stalled before shutdown is not given
     // a fresh allowance by it.
-    let mut watchdog = pin!(watchdog(&activity, limits.request_timeout, limits.idle_timeout));
+    let mut watchdog = pin!(watchdog(&activity, &TokioClock, limits.request_timeout, limits.idle_timeout));
     let step = future::or(
         async {
             // An error here is the client's (bad request, reset): hyper has answered what can be answered.
@@ -356,4 +361,113 @@ pub(super) async fn serve(socket: Client, guard: OpenGuard) {
         }
     }
     drop(guard);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    use std::time::Instant;
+
+    use futures_lite::future;
+
+    use super::*;
+    use crate::rt::LocalBoxFuture;
+
+    const REQUEST: Duration = Duration::from_secs(6);
+    const IDLE: Duration = Duration::from_secs(60);
+
+    /// Simulated time: every sleep ends at once by moving the clock to its deadline, so the watchdog runs
+    /// through minutes in microseconds. Sleeps past `horizon` never end, and `on_tick` sees every wake-up.
+    #[derive(Clone)]
+    struct SimClock {
+        start: Instant,
+        now: Rc<Cell<Instant>>,
+        horizon: Duration,
+        on_tick: Rc<dyn Fn(Duration)>,
+    }
+
+    impl SimClock {
+        fn new(horizon: Duration, on_tick: impl Fn(Duration) + 'static) -> SimClock {
+            let start = Instant::now();
+            SimClock { start, now: Rc::new(Cell::new(start)), horizon, on_tick: Rc::new(on_tick) }
+        }
+
+        fn elapsed(&self) -> Duration {
+            self.now.get() - self.start
+        }
+    }
+
+    impl Clock for SimClock {
+        fn now(&self) -> Instant {
+            self.now.get()
+        }
+
+        fn sleep_until(&self, deadline: Instant) -> LocalBoxFuture<()> {
+            if deadline - self.start > self.horizon {
+                return Box::pin(future::pending());
+            }
+            self.now.set(self.now.get().max(deadline));
+            (self.on_tick)(self.elapsed());
+            Box::pin(future::ready(()))
+        }
+    }
+
+    /// How long the watchdog let the connection live, or `None` when it was still open at the horizon.
+    fn lifetime(activity: &Activity, clock: &SimClock) -> Option<Duration> {
+        future::block_on(future::poll_once(watchdog(activity, clock, REQUEST, IDLE))).map(|()| clock.elapsed())
+    }
+
+    #[test]
+    fn a_connection_that_never_sends_a_request_is_held_to_the_request_timeout() {
+        let clock = SimClock::new(Duration::from_secs(600), |_| {});
+        assert_eq!(lifetime(&Activity::default(), &clock), Some(REQUEST));
+    }
+
+    #[test]
+    fn an_idle_keep_alive_connection_lives_for_the_idle_timeout() {
+        let activity = Activity::default();
+        activity.answered.set(true);
+        let clock = SimClock::new(Duration::from_secs(600), |_| {});
+        assert_eq!(lifetime(&activity, &clock), Some(IDLE));
+    }
+
+    #[test]
+    fn a_stalled_request_is_dropped_within_the_request_timeout() {
+        let activity = Activity::default();
+        activity.pending.set(true);
+        let clock = SimClock::new(Duration::from_secs(600), |_| {});
+        let lived = lifetime(&activity, &clock).expect("dropped");
+        assert!(lived >= REQUEST / 2 && lived <= REQUEST, "dropped after {lived:?}");
+    }
+
+    #[test]
+    fn answers_going_out_and_held_requests_keep_a_connection_open() {
+        // An answer goes out between every two looks of the watchdog, for ten minutes.
+        let activity = Rc::new(Activity::default());
+        activity.answered.set(true);
+        let writer = activity.clone();
+        let clock = SimClock::new(Duration::from_secs(600), move |_| {
+            writer.pending.set(true);
+            writer.wrote.set(true);
+        });
+        assert_eq!(lifetime(&activity, &clock), None);
+
+        // A request the server holds on purpose is not the client's stall, however long it lasts.
+        let held = Activity::default();
+        held.pending.set(true);
+        held.waiting.set(1);
+        let clock = SimClock::new(Duration::from_secs(600), |_| {});
+        assert_eq!(lifetime(&held, &clock), None);
+    }
+
+    #[test]
+    fn a_client_that_stops_reading_its_answers_is_dropped() {
+        let activity = Activity::default();
+        activity.answered.set(true);
+        activity.write_blocked.set(true);
+        let clock = SimClock::new(Duration::from_secs(600), |_| {});
+        let lived = lifetime(&activity, &clock).expect("dropped");
+        assert!(lived <= REQUEST, "dropped after {lived:?}");
+    }
 }
