@@ -18,5 +18,6 @@ pub mod monitor;
 pub mod observation;
 pub mod render;
 pub mod select;
+pub mod severity;
 pub mod snapshot;
 pub mod wire;
