@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use pg_status_core::config::{Config, ConfigError, ReplicaFallback, SplitBrainPolicy, KNOWN_VARIABLES};
 use pg_status_core::http::{self, Prepared, Response};
 use pg_status_core::lsn::Lsn;
+use pg_status_core::metrics;
 use pg_status_core::observation::{
     Observation, ObservationError, Receiver, Role, POLL_COLUMNS, POLL_COLUMNS_WITHOUT_RECEIVER,
 };
@@ -786,9 +787,11 @@ enum Expected {
     Invalid(&'static str),
     /// A replica choice.
     Select(Wanted),
+    /// `/metrics`, answered ready or not.
+    Metrics,
 }
 
-const ROUTES: [&str; 13] = [
+const ROUTES: [&str; 14] = [
     "/replicas",
     "/master",
     "/replica",
@@ -802,6 +805,7 @@ const ROUTES: [&str; 13] = [
     "/version",
     "/live",
     "/ready",
+    "/metrics",
 ];
 
 /// `%XX` escapes decoded; a `%` without two hex digits after it is kept as it is.
@@ -861,6 +865,9 @@ fn reference_request(case: &HttpCase) -> Expected {
     }
     if case.method != "GET" && case.method != "HEAD" {
         return Expected::WrongMethod;
+    }
+    if path == "/metrics" {
+        return Expected::Metrics;
     }
     if !case.ready && path != "/live" && path != "/version" {
         return Expected::NotReady;
@@ -1339,6 +1346,15 @@ pub fn check_http_request(data: &[u8]) {
     let response = http::handle(&snapshot, &mut cursor, &case.method, &case.target, accept);
     let after = cursor;
 
+    if matches!(expected, Expected::Metrics) {
+        assert_eq!(prepared, Prepared::Metrics, "/metrics");
+        assert_eq!(after, case.cursor, "the cursor moved on /metrics");
+        assert_eq!((response.status, response.content_type), (200, Some(metrics::CONTENT_TYPE)), "/metrics");
+        let ready = format!("pg_status_ready {}", u8::from(case.ready));
+        let text = String::from_utf8_lossy(response.body.as_bytes());
+        assert!(text.lines().any(|l| l == ready), "/metrics without {ready:?}:\n{text}");
+        return;
+    }
     let Expected::Select(wanted) = expected else {
         assert_eq!(after, case.cursor, "the cursor moved on {expected:?}");
         assert_eq!(prepared, Prepared::Respond(response.clone()), "prepare and handle disagree");
@@ -1474,6 +1490,6 @@ fn check_plain_route(
             assert_eq!(status, 400, "{text}");
             assert_eq!(body, Some(Value::from_iter([("error_text", *text)])), "error body");
         }
-        Expected::Select(_) => unreachable!("selections are checked by check_selection"),
+        Expected::Select(_) | Expected::Metrics => unreachable!("checked before the plain routes"),
     }
 }
