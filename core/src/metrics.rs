@@ -37,7 +37,7 @@ pub struct PollStats {
 
 impl PollStats {
     /// Records one finished iteration.
-    pub fn record(&mut self, elapsed: Duration, failure: Option<PollErrorKind>) {
+    pub(crate) fn record(&mut self, elapsed: Duration, failure: Option<PollErrorKind>) {
         let secs = elapsed.as_secs_f64();
         let slot = POLL_BUCKETS.iter().position(|&b| secs <= b).unwrap_or(POLL_BUCKETS.len());
         self.buckets[slot] += 1;

@@ -17,7 +17,7 @@ use crate::lsn::Lsn;
 use crate::metrics::PollStats;
 use crate::observation::{Observation, PollQuery, Receiver, Role};
 use crate::severity::{Severity, Stream};
-use crate::snapshot::{Health, HostInput, HostName, HostTimes, Settings, Snapshot};
+use crate::snapshot::{Health, HostInput, HostName, HostSpec, HostTimes, Settings, Snapshot};
 
 /// The shortest interval between two refresh rounds asked for by waiting requests (`wait_ms`): often enough
 /// that a replica catching up is seen within a few tens of milliseconds, seldom enough that waiting requests
@@ -418,14 +418,14 @@ impl Monitor {
             .hosts
             .iter()
             .map(|h| HostState {
-                id: Arc::new(HostName::new(
-                    &h.name,
-                    h.port,
-                    h.dc.as_deref(),
-                    h.geo.as_deref(),
-                    config.current_dc.as_deref(),
-                    config.current_geo.as_deref(),
-                )),
+                id: Arc::new(HostName::new(HostSpec {
+                    name: &h.name,
+                    port: h.port,
+                    dc: h.dc.as_deref(),
+                    geo: h.geo.as_deref(),
+                    current_dc: config.current_dc.as_deref(),
+                    current_geo: config.current_geo.as_deref(),
+                })),
                 next_poll: Some(now),
                 in_flight: None,
                 started: now,
@@ -811,6 +811,7 @@ impl Monitor {
 
     /// Derives the snapshot afresh from every host, ignoring the incremental one; it always equals
     /// [`Monitor::snapshot`], which tests check.
+    #[doc(hidden)]
     pub fn snapshot_from_scratch(&self) -> Snapshot {
         self.derive()
     }

@@ -19,7 +19,7 @@ use pg_status_core::metrics;
 use pg_status_core::observation::{
     Observation, ObservationError, Receiver, Role, POLL_COLUMNS, POLL_COLUMNS_WITHOUT_RECEIVER,
 };
-use pg_status_core::snapshot::{Health, HostInput, HostName, HostTimes, Settings, Snapshot};
+use pg_status_core::snapshot::{Health, HostInput, HostName, HostSpec, HostTimes, Settings, Snapshot};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1279,7 +1279,16 @@ pub fn check_http_request(data: &[u8]) {
         .hosts
         .iter()
         .enumerate()
-        .map(|(i, h)| Arc::new(HostName::new(&h.name, case_port(i), h.dc, h.geo, case.current_dc, case.current_geo)))
+        .map(|(i, h)| {
+            Arc::new(HostName::new(HostSpec {
+                name: &h.name,
+                port: case_port(i),
+                dc: h.dc,
+                geo: h.geo,
+                current_dc: case.current_dc,
+                current_geo: case.current_geo,
+            }))
+        })
         .collect();
     let inputs: Vec<HostInput<'_>> =
         case.hosts.iter().zip(&ids).map(|(h, id)| HostInput { id, health: h.health, last: h.last.as_ref() }).collect();

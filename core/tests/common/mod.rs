@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use pg_status_core::config::{Config, ReplicaFallback, SplitBrainPolicy};
 use pg_status_core::lsn::Lsn;
 use pg_status_core::observation::{Observation, Receiver, Role};
-use pg_status_core::snapshot::{Health, HostInput, HostName, Settings, Snapshot};
+use pg_status_core::snapshot::{Health, HostInput, HostName, HostSpec, Settings, Snapshot};
 
 /// A configuration for `n` hosts named h0, h1, ... with the given timings in milliseconds.
 pub fn config(n: usize, sleep: u64, timeout: u64, max_age: u64, max_fails: u32) -> Config {
@@ -78,7 +78,16 @@ pub fn snapshot(specs: &[Spec], settings: Settings, current_dc: Option<&str>) ->
     let ids: Vec<Arc<HostName>> = specs
         .iter()
         .enumerate()
-        .map(|(i, s)| Arc::new(HostName::new(&format!("h{i}"), port(i), s.dc, None, current_dc, None)))
+        .map(|(i, s)| {
+            let name = format!("h{i}");
+            Arc::new(HostName::new(HostSpec {
+                name: &name,
+                port: port(i),
+                dc: s.dc,
+                current_dc,
+                ..HostSpec::default()
+            }))
+        })
         .collect();
     let inputs: Vec<HostInput<'_>> =
         specs.iter().zip(&ids).map(|(s, id)| HostInput { id, health: s.health, last: s.obs.as_ref() }).collect();
