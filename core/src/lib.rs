@@ -9,7 +9,8 @@
 //! # The driving loop
 //!
 //! After every input (a finished poll, a timer that fired) the runtime drains the monitor: actions first,
-//! then events, then the snapshot. Here two hosts are polled by hand, with time passed in explicitly:
+//! then the snapshot, then events (published before logged, so a client that reacts to a line already gets
+//! the new answer). Here two hosts are polled by hand, with time passed in explicitly:
 //!
 //! ```
 //! use std::time::{Duration, Instant};
@@ -53,16 +54,16 @@
 //!         let observed = if id.host == 0 { &master } else { &replica };
 //!         monitor.handle_poll_result(id, Ok(observed.clone()), now);
 //!     }
+//!     // The snapshot, when anything changed: published for the request handlers.
+//!     if let Some(snapshot) = monitor.poll_snapshot() {
+//!         published = Some(snapshot);
+//!     }
 //!     // Events: log lines, each with its severity (level, stream and prefix).
 //!     while let Some(event) = monitor.poll_event() {
 //!         let severity = event.severity();
 //!         if severity.stream() == Stream::Out {
 //!             stdout.push(format!("{}{event}", severity.prefix()));
 //!         }
-//!     }
-//!     // The snapshot, when anything changed: published for the request handlers.
-//!     if let Some(snapshot) = monitor.poll_snapshot() {
-//!         published = Some(snapshot);
 //!     }
 //!     // The timer: sleep until it is due, then tell the monitor the time.
 //!     let Some(wake) = monitor.poll_timeout() else { break };
