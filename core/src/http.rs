@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::config::{ReplicaFallback, SplitBrainPolicy};
 use crate::lsn::Lsn;
+use crate::metrics;
 use crate::render::push_json_str;
 use crate::select::{self, candidates, select, Choice, Cursor, Filter, Pick, Refusal, Rejection};
 use crate::snapshot::Snapshot;
@@ -99,11 +100,13 @@ pub enum Route {
     Live,
     /// `/ready`.
     Ready,
+    /// `/metrics`: the Prometheus text exposition ([`crate::metrics`]).
+    Metrics,
 }
 
 impl Route {
     /// Every route, for metrics and tests.
-    pub const ALL: [Route; 13] = [
+    pub const ALL: [Route; 14] = [
         Route::Master,
         Route::Replica,
         Route::SyncByTime,
@@ -117,6 +120,7 @@ impl Route {
         Route::Version,
         Route::Live,
         Route::Ready,
+        Route::Metrics,
     ];
 
     /// The route of a request path, if it is one of ours.
@@ -135,6 +139,7 @@ impl Route {
             "/version" => Route::Version,
             "/live" => Route::Live,
             "/ready" => Route::Ready,
+            "/metrics" => Route::Metrics,
             _ => return None,
         })
     }
@@ -155,11 +160,13 @@ impl Route {
             Route::Version => "/version",
             Route::Live => "/live",
             Route::Ready => "/ready",
+            Route::Metrics => "/metrics",
         }
     }
 
     fn needs_ready(self) -> bool {
-        !matches!(self, Route::Version | Route::Live)
+        // Metrics say whether the sidecar is ready rather than refusing to answer.
+        !matches!(self, Route::Version | Route::Live | Route::Metrics)
     }
 
     fn is_selection(self) -> bool {
@@ -216,13 +223,17 @@ pub struct Selection {
     pub wanted: Wanted,
 }
 
-/// What a request needs: an answer now, or a selection that the runtime may hold while replicas catch up.
+/// What a request needs: an answer now, a selection that the runtime may hold while replicas catch up, or
+/// the metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Prepared {
     /// Answer with this.
     Respond(Response),
     /// Answer with [`Selection::answer`], now or after waiting.
     Select(Selection),
+    /// Answer with [`metrics::answer`] (`GET` or `HEAD /metrics`): it reads the poller's published
+    /// [`metrics::Telemetry`] and the HTTP side's counters besides the snapshot.
+    Metrics,
 }
 
 impl Selection {
@@ -264,16 +275,19 @@ impl Selection {
     }
 }
 
-/// Answers a request in full, without waiting (DESIGN 0 and 5-7).
+/// Answers a request in full from the snapshot alone, without waiting (DESIGN 0 and 5-7). `/metrics` is
+/// answered as though nothing else had been published: no poll statistics and no requests counted.
 pub fn handle(snapshot: &Snapshot, cursor: &mut Cursor, method: &str, target: &str, accept: Option<&[u8]>) -> Response {
     match prepare(snapshot, method, target, accept) {
         Prepared::Respond(response) => response,
         Prepared::Select(selection) => selection.answer(snapshot, cursor).1,
+        Prepared::Metrics => metrics::answer_unpublished(snapshot),
     }
 }
 
 /// Validates a request and answers everything that needs no host choice; selection routes come back as a
-/// [`Selection`] so the runtime can answer them at once or after a wait.
+/// [`Selection`] so the runtime can answer them at once or after a wait, and `/metrics` as
+/// [`Prepared::Metrics`].
 pub fn prepare(snapshot: &Snapshot, method: &str, target: &str, accept: Option<&[u8]>) -> Prepared {
     let (path, query) = match target.split_once('?') {
         Some((path, query)) => (path, query),
@@ -293,6 +307,7 @@ pub fn prepare(snapshot: &Snapshot, method: &str, target: &str, accept: Option<&
     let json = accept.is_some_and(accepts_json);
     let respond = |r| Prepared::Respond(r);
     match route {
+        Route::Metrics => Prepared::Metrics,
         Route::Live | Route::Ready => respond(Response::new(200, TEXT, Body::Static("OK"))),
         Route::Version if json => {
             respond(Response::new(200, JSON, Body::Owned(format!("{{\"version\": \"{VERSION}\"}}"))))

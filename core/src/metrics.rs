@@ -1,11 +1,11 @@
 //! Prometheus metrics: per-host poll statistics the poller publishes ([`Telemetry`]), HTTP request counters the
-//! HTTP side keeps, and the text exposition of both together with the current snapshot. Rendering reads only
-//! published state: a scrape never waits for the poller.
+//! HTTP side keeps, and the text exposition of both together with the current snapshot, which answers the
+//! `/metrics` route ([`answer`]). Rendering reads only published state: a scrape never waits for the poller.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use crate::http::{Route, VERSION};
+use crate::http::{Body, Response, Route, VERSION};
 use crate::monitor::{HostCounters, Monitor, PollErrorKind};
 use crate::observation::Role;
 use crate::snapshot::{Health, Snapshot};
@@ -37,7 +37,7 @@ pub struct PollStats {
 
 impl PollStats {
     /// Records one finished iteration.
-    pub fn record(&mut self, elapsed: Duration, failure: Option<PollErrorKind>) {
+    pub(crate) fn record(&mut self, elapsed: Duration, failure: Option<PollErrorKind>) {
         let secs = elapsed.as_secs_f64();
         let slot = POLL_BUCKETS.iter().position(|&b| secs <= b).unwrap_or(POLL_BUCKETS.len());
         self.buckets[slot] += 1;
@@ -68,26 +68,34 @@ const STATUSES: [u16; 7] = [200, 400, 404, 405, 431, 503, 0];
 /// connection) and passes it in.
 #[derive(Debug, Clone, Default)]
 pub struct HttpCounters {
-    /// Indexed by route (the last row for unknown paths, then `/metrics`) and status.
-    counts: [[u64; STATUSES.len()]; Route::ALL.len() + 2],
+    /// Indexed like [`Route::ALL`] (the last row for unknown paths) and status.
+    counts: [[u64; STATUSES.len()]; Route::ALL.len() + 1],
 }
 
 impl HttpCounters {
     /// Counts one answered request; `route` is `None` for a path that is not ours.
     pub fn record(&mut self, route: Option<Route>, status: u16) {
         let row = route.and_then(|r| Route::ALL.iter().position(|x| *x == r)).unwrap_or(Route::ALL.len());
-        self.count(row, status);
-    }
-
-    /// Counts one answered `/metrics` request.
-    pub fn record_metrics(&mut self, status: u16) {
-        self.count(Route::ALL.len() + 1, status);
-    }
-
-    fn count(&mut self, row: usize, status: u16) {
         let col = STATUSES.iter().position(|s| *s == status).unwrap_or(STATUSES.len() - 1);
         self.counts[row][col] = self.counts[row][col].saturating_add(1);
     }
+}
+
+/// `Content-Type` of the text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+
+/// The `/metrics` answer ([`crate::http::Prepared::Metrics`]): every metric rendered from the published
+/// snapshot and telemetry and the requests counted so far, as of `now`.
+pub fn answer(snapshot: &Snapshot, telemetry: &Telemetry, http: &HttpCounters, now: Instant) -> Response {
+    let text = render(snapshot, telemetry, http, now);
+    Response { status: 200, content_type: Some(CONTENT_TYPE), body: Body::Owned(text), allow: None }
+}
+
+/// The `/metrics` answer from the snapshot alone, for [`crate::http::handle`]: without telemetry there is
+/// no host's last success to measure an age from, so no clock is needed.
+pub(crate) fn answer_unpublished(snapshot: &Snapshot) -> Response {
+    let text = render_aged(snapshot, &Telemetry::default(), &HttpCounters::default(), &|_| Duration::ZERO);
+    Response { status: 200, content_type: Some(CONTENT_TYPE), body: Body::Owned(text), allow: None }
 }
 
 /// What the poller publishes for `/metrics` besides the snapshot: per-host counters and poll statistics, and
@@ -149,6 +157,16 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 
 /// Renders every metric in the Prometheus text exposition format (version 0.0.4).
 pub fn render(snapshot: &Snapshot, telemetry: &Telemetry, http: &HttpCounters, now: Instant) -> String {
+    render_aged(snapshot, telemetry, http, &|last| now.saturating_duration_since(last))
+}
+
+/// [`render`], with `age` telling how long ago a host's last success was.
+fn render_aged(
+    snapshot: &Snapshot,
+    telemetry: &Telemetry,
+    http: &HttpCounters,
+    age: &dyn Fn(Instant) -> Duration,
+) -> String {
     let host = |i: usize| telemetry.hosts.get(i);
     let mut out = String::with_capacity(1024 + snapshot.hosts.len() * 1500);
     let hosts = &snapshot.hosts;
@@ -217,7 +235,7 @@ pub fn render(snapshot: &Snapshot, telemetry: &Telemetry, http: &HttpCounters, n
         "Seconds since the last successful poll ended.",
         &|i| {
             let last = host(i)?.counters.last_success?;
-            Some(format!("{:.3}", now.saturating_duration_since(last).as_secs_f64()))
+            Some(format!("{:.3}", age(last).as_secs_f64()))
         },
     );
     per_host(&mut out, "pg_status_host_connections_opened_total", "counter", "Connections opened.", &|i| {
@@ -255,9 +273,13 @@ pub fn render(snapshot: &Snapshot, telemetry: &Telemetry, http: &HttpCounters, n
     }
 
     header(&mut out, "pg_status_http_requests_total", "counter", "HTTP requests by route and status.");
-    let routes = Route::ALL.iter().map(|r| r.path()).chain(["other", "/metrics"]);
-    for (row, route) in http.counts.iter().zip(routes) {
-        for (count, status) in row.iter().zip(STATUSES) {
+    // Unknown paths come before `/metrics`, as they always have.
+    let other = Route::ALL.len();
+    let metrics = Route::ALL.iter().position(|r| *r == Route::Metrics).unwrap_or(other);
+    let rows = (0..other).filter(|&row| row != metrics).chain([other, metrics]);
+    for row in rows {
+        let route = Route::ALL.get(row).map_or("other", |r| r.path());
+        for (count, status) in http.counts[row].iter().zip(STATUSES) {
             let n = *count;
             if n > 0 {
                 let status = if status == 0 { "other".to_string() } else { status.to_string() };
@@ -266,4 +288,69 @@ pub fn render(snapshot: &Snapshot, telemetry: &Telemetry, http: &HttpCounters, n
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::http::{prepare, Prepared};
+
+    fn monitor(now: Instant) -> Monitor {
+        let config = Config::from_vars([("pg_status__hosts", "db1,db2")]);
+        Monitor::new(&config.expect("a valid configuration"), now)
+    }
+
+    #[test]
+    fn metrics_are_a_route_answered_before_readiness_with_get_or_head_only() {
+        let now = Instant::now();
+        let snapshot = monitor(now).snapshot();
+        assert!(!snapshot.ready);
+        for method in ["GET", "HEAD"] {
+            for target in ["/metrics", "/metrics?x=1"] {
+                assert_eq!(prepare(&snapshot, method, target, None), Prepared::Metrics, "{method} {target}");
+            }
+        }
+        let Prepared::Respond(refused) = prepare(&snapshot, "POST", "/metrics", None) else {
+            panic!("POST /metrics was not refused");
+        };
+        assert_eq!((refused.status, refused.allow, refused.body), (405, Some("GET, HEAD"), Body::Empty));
+        assert_eq!(Route::from_path("/metrics"), Some(Route::Metrics));
+        assert_eq!(Route::Metrics.path(), "/metrics");
+    }
+
+    #[test]
+    fn the_answer_renders_the_published_state_and_counts_metrics_after_unknown_paths() {
+        let now = Instant::now();
+        let m = monitor(now);
+        let mut http = HttpCounters::default();
+        http.record(Some(Route::Metrics), 200);
+        http.record(None, 404);
+        http.record(Some(Route::Live), 200);
+        let answer = answer(&m.snapshot(), &Telemetry::of(&m), &http, now);
+        assert_eq!((answer.status, answer.content_type), (200, Some(CONTENT_TYPE)));
+        let text = String::from_utf8_lossy(answer.body.as_bytes()).into_owned();
+        let requests: Vec<&str> = text.lines().filter(|l| l.starts_with("pg_status_http_requests_total{")).collect();
+        assert_eq!(
+            requests,
+            [
+                "pg_status_http_requests_total{route=\"/live\",status=\"200\"} 1",
+                "pg_status_http_requests_total{route=\"other\",status=\"404\"} 1",
+                "pg_status_http_requests_total{route=\"/metrics\",status=\"200\"} 1",
+            ]
+        );
+        assert!(text.lines().any(|l| l == "pg_status_ready 0"), "{text}");
+        assert!(text.lines().any(|l| l == "pg_status_host_consecutive_failures{host=\"db2\"} 0"), "{text}");
+    }
+
+    #[test]
+    fn the_snapshot_alone_answers_without_telemetry_or_counters() {
+        let snapshot = monitor(Instant::now()).snapshot();
+        let answer = crate::http::handle(&snapshot, &mut 0, "GET", "/metrics", None);
+        assert_eq!((answer.status, answer.content_type), (200, Some(CONTENT_TYPE)));
+        let text = String::from_utf8_lossy(answer.body.as_bytes()).into_owned();
+        assert!(text.lines().any(|l| l == "pg_status_host_up{host=\"db1\"} 0"), "{text}");
+        assert!(!text.contains("pg_status_host_consecutive_failures{"), "{text}");
+        assert!(!text.contains("pg_status_http_requests_total{"), "{text}");
+    }
 }

@@ -16,7 +16,8 @@ use crate::episode::{self, Episode, EpisodeCause, EpisodeOutcome, Watch};
 use crate::lsn::Lsn;
 use crate::metrics::PollStats;
 use crate::observation::{Observation, PollQuery, Receiver, Role};
-use crate::snapshot::{Health, HostInput, HostName, HostTimes, Settings, Snapshot};
+use crate::severity::{Severity, Stream};
+use crate::snapshot::{Health, HostInput, HostName, HostSpec, HostTimes, Settings, Snapshot};
 
 /// The shortest interval between two refresh rounds asked for by waiting requests (`wait_ms`): often enough
 /// that a replica catching up is seen within a few tens of milliseconds, seldom enough that waiting requests
@@ -245,23 +246,29 @@ pub enum Event {
 }
 
 impl Event {
-    /// True for lines that belong on stderr.
-    pub fn is_error(&self) -> bool {
-        matches!(self, Event::PollFailed { .. } | Event::Warning { .. })
-    }
-
-    /// The severity the event is logged at (`pg_status__log_level` filters on it): a failed poll is an error,
-    /// several hosts claiming master a warning, the rest information.
-    pub fn level(&self) -> LogLevel {
+    /// How the event is logged (DESIGN: upstream's log lines): a failed poll is an error on stderr, a
+    /// degraded measurement a warning on stderr, several hosts claiming master and failover episodes are
+    /// worth a warning but stay on stdout with the transitions, the rest is information.
+    pub fn severity(&self) -> Severity {
         match self {
-            Event::PollFailed { .. } => LogLevel::Error,
+            Event::PollFailed { .. } => Severity::Failure,
+            Event::Warning { .. } => Severity::Warning,
             Event::SplitBrain { .. }
             | Event::SplitBrainEnded
-            | Event::Warning { .. }
             | Event::EpisodeStarted { .. }
-            | Event::EpisodeEnded { outcome: EpisodeOutcome::WindowOver, .. } => LogLevel::Warning,
-            Event::Transition { .. } | Event::Ready | Event::EpisodeEnded { .. } => LogLevel::Info,
+            | Event::EpisodeEnded { outcome: EpisodeOutcome::WindowOver, .. } => Severity::Notice,
+            Event::Transition { .. } | Event::Ready | Event::EpisodeEnded { .. } => Severity::Info,
         }
+    }
+
+    /// True for lines that belong on stderr.
+    pub fn is_error(&self) -> bool {
+        self.severity().stream() == Stream::Err
+    }
+
+    /// The level the event is logged at (`pg_status__log_level` filters on it).
+    pub fn level(&self) -> LogLevel {
+        self.severity().level()
     }
 
     /// The host the event is about, if it is about one.
@@ -411,14 +418,14 @@ impl Monitor {
             .hosts
             .iter()
             .map(|h| HostState {
-                id: Arc::new(HostName::new(
-                    &h.name,
-                    h.port,
-                    h.dc.as_deref(),
-                    h.geo.as_deref(),
-                    config.current_dc.as_deref(),
-                    config.current_geo.as_deref(),
-                )),
+                id: Arc::new(HostName::new(HostSpec {
+                    name: &h.name,
+                    port: h.port,
+                    dc: h.dc.as_deref(),
+                    geo: h.geo.as_deref(),
+                    current_dc: config.current_dc.as_deref(),
+                    current_geo: config.current_geo.as_deref(),
+                })),
                 next_poll: Some(now),
                 in_flight: None,
                 started: now,
@@ -804,6 +811,7 @@ impl Monitor {
 
     /// Derives the snapshot afresh from every host, ignoring the incremental one; it always equals
     /// [`Monitor::snapshot`], which tests check.
+    #[doc(hidden)]
     pub fn snapshot_from_scratch(&self) -> Snapshot {
         self.derive()
     }

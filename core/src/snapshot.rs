@@ -127,7 +127,9 @@ impl PartialEq for Snapshot {
     }
 }
 
-/// When a host's observation was taken and, for a master, where its WAL stood at its recent polls.
+/// When a host's observation was taken and, for a master, where its WAL stood at its recent polls (test
+/// support, with [`HostInput`]).
+#[doc(hidden)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HostTimes<'a> {
     /// When the last observation arrived.
@@ -136,7 +138,8 @@ pub struct HostTimes<'a> {
     pub wal_history: &'a [(Instant, Lsn)],
 }
 
-/// What the derivation needs to know about one host.
+/// What the derivation needs to know about one host. Test support: the monitor derives its snapshots itself.
+#[doc(hidden)]
 #[derive(Debug, Clone)]
 pub struct HostInput<'a> {
     /// Who it is.
@@ -148,13 +151,15 @@ pub struct HostInput<'a> {
 }
 
 impl Snapshot {
-    /// Derives a snapshot from each host's health and last observation.
+    /// Derives a snapshot from each host's health and last observation (test support, like the two below).
+    #[doc(hidden)]
     pub fn derive(ready: bool, hosts: &[HostInput<'_>], settings: Settings) -> Snapshot {
         Snapshot::derive_timed(ready, hosts, &[], settings)
     }
 
     /// Derives a snapshot using also when each observation was taken (`times`, by host index; missing entries
     /// mean unknown), which bounds a replica's time lag by the master's WAL history.
+    #[doc(hidden)]
     pub fn derive_timed(ready: bool, hosts: &[HostInput<'_>], times: &[HostTimes<'_>], settings: Settings) -> Snapshot {
         let master = elect_master(hosts, settings.split_brain);
         let reference = Reference::of(master, hosts, times);
@@ -177,6 +182,7 @@ impl Snapshot {
     /// Brings the snapshot up to date after host `changed` got a new health or observation. Only that host is
     /// re-derived unless the election or the master's WAL position moved, which changes every replica's lag.
     /// Returns true when every host was re-derived.
+    #[doc(hidden)]
     pub fn update(&mut self, ready: bool, hosts: &[HostInput<'_>], times: &[HostTimes<'_>], changed: usize) -> bool {
         let master = elect_master(hosts, self.settings.split_brain);
         let reference = Reference::of(master, hosts, times);
@@ -252,16 +258,28 @@ fn host_status(h: &HostInput<'_>, times: HostTimes<'_>, reference: &Reference<'_
     }
 }
 
+/// What a host's fixed facts ([`HostName`]) are made of: the host as configured, and where this instance
+/// runs. Unset fields default to nothing (no locality).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostSpec<'a> {
+    /// The host as written in `pg_status__hosts`.
+    pub name: &'a str,
+    /// The port it is polled on.
+    pub port: u16,
+    /// Its data centre (`pg_status__hosts_dc`).
+    pub dc: Option<&'a str>,
+    /// Its region (`pg_status__hosts_geo`).
+    pub geo: Option<&'a str>,
+    /// This instance's own data centre (`pg_status__current_dc`).
+    pub current_dc: Option<&'a str>,
+    /// This instance's own region (`pg_status__current_geo`).
+    pub current_geo: Option<&'a str>,
+}
+
 impl HostName {
-    /// Builds a host's fixed facts; `current_dc` / `current_geo` are this instance's own locality.
-    pub fn new(
-        name: &str,
-        port: u16,
-        dc: Option<&str>,
-        geo: Option<&str>,
-        current_dc: Option<&str>,
-        current_geo: Option<&str>,
-    ) -> HostName {
+    /// Builds a host's fixed facts, its JSON answer included.
+    pub fn new(spec: HostSpec<'_>) -> HostName {
+        let HostSpec { name, port, dc, geo, current_dc, current_geo } = spec;
         let mut json = String::with_capacity(name.len() + 32);
         json.push_str("{\"host\": ");
         push_json_str(&mut json, name);

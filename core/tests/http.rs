@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use pg_status_core::http::{accepts_json, handle, JSON, TEXT, VERSION};
-use pg_status_core::snapshot::{Health, HostInput, HostName, Snapshot};
+use pg_status_core::snapshot::{Health, HostInput, HostName, HostSpec, Snapshot};
 
 /// h0 master at 10000; h1 caught-up replica; h2 replica 5000 bytes and 2000 ms behind; h3 dead;
 /// h4 possibly dead, caught up.
@@ -193,7 +193,7 @@ fn hosts_and_status_describe_every_host() {
 
 #[test]
 fn readiness_comes_before_validation_and_live_answers_at_once() {
-    let id = std::sync::Arc::new(HostName::new("h0", 5432, None, None, None, None));
+    let id = std::sync::Arc::new(HostName::new(HostSpec { name: "h0", port: 5432, ..HostSpec::default() }));
     let snap = Snapshot::derive(false, &[HostInput { id: &id, health: Health::Unknown, last: None }], settings());
     for target in ["/master", "/replica?lag_ms=abc", "/hosts", "/status", "/ready", "/most_sync_by_bytes"] {
         assert_eq!(get(&snap, target, None), (503, JSON, r#"{"error_text": "pg_monitor is not ready"}"#.into()));

@@ -7,7 +7,7 @@ use std::time::Duration;
 use pg_status_core::config::{Config, ReplicaFallback, SplitBrainPolicy};
 use pg_status_core::lsn::Lsn;
 use pg_status_core::observation::{Observation, Receiver, Role};
-use pg_status_core::snapshot::{Health, HostInput, HostName, Settings, Snapshot};
+use pg_status_core::snapshot::{Health, HostInput, HostName, HostSpec, Settings, Snapshot};
 
 /// A master at WAL position `lsn`, on timeline 1, with a readable WAL receiver view.
 pub fn master(lsn: u64) -> Observation {
@@ -112,7 +112,16 @@ pub fn snapshot(specs: &[Spec], settings: Settings, current_dc: Option<&str>) ->
     let ids: Vec<Arc<HostName>> = specs
         .iter()
         .enumerate()
-        .map(|(i, s)| Arc::new(HostName::new(&name(i), port(i), s.dc, None, current_dc, None)))
+        .map(|(i, s)| {
+            let name = name(i);
+            Arc::new(HostName::new(HostSpec {
+                name: &name,
+                port: port(i),
+                dc: s.dc,
+                current_dc,
+                ..HostSpec::default()
+            }))
+        })
         .collect();
     let inputs: Vec<HostInput<'_>> =
         specs.iter().zip(&ids).map(|(s, id)| HostInput { id, health: s.health, last: s.obs.as_ref() }).collect();

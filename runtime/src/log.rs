@@ -16,6 +16,7 @@ use pg_status_core::config::{breaks_lines, LogFormat, LogLevel};
 use pg_status_core::episode::EpisodeOutcome;
 use pg_status_core::monitor::{Event, PollError, PollId};
 use pg_status_core::observation::Observation;
+use pg_status_core::severity::{Severity, Stream};
 
 use crate::driver::EventLog;
 
@@ -63,57 +64,52 @@ impl Logger {
 
     /// An informational line on stdout: start-up, shutdown, host transitions.
     pub fn info(&self, line: fmt::Arguments<'_>) {
-        if self.enabled(LogLevel::Info) {
-            self.write(Stream::Out, LogLevel::Info, "", line, &[]);
-        }
+        self.log(Severity::Info, line);
     }
 
     /// Detail for debugging, on stdout.
     pub fn debug(&self, line: fmt::Arguments<'_>) {
-        if self.enabled(LogLevel::Debug) {
-            self.write(Stream::Out, LogLevel::Debug, "", line, &[]);
-        }
+        self.log(Severity::Debug, line);
     }
 
     /// A warning on stderr, prefixed with `warning: ` in plain text.
     pub fn warning(&self, line: fmt::Arguments<'_>) {
-        if self.enabled(LogLevel::Warning) {
-            self.write(Stream::Err, LogLevel::Warning, "warning: ", line, &[]);
-        }
+        self.log(Severity::Warning, line);
     }
 
     /// An error the program survives, on stderr, prefixed with `error: ` in plain text.
     pub fn error(&self, line: fmt::Arguments<'_>) {
-        if self.enabled(LogLevel::Error) {
-            self.write(Stream::Err, LogLevel::Error, "error: ", line, &[]);
-        }
+        self.log(Severity::Error, line);
     }
 
     /// An error that stops the program, on stderr, prefixed with `error: ` in plain text; printed at every
     /// level.
     pub fn fatal(&self, line: fmt::Arguments<'_>) {
-        self.write(Stream::Err, LogLevel::Fatal, "error: ", line, &[]);
+        self.log(Severity::Fatal, line);
     }
 
     /// A refused configuration or command line, on stderr at every level, without a prefix in plain text (the
     /// line names the variable first).
     pub fn refusal(&self, line: fmt::Arguments<'_>) {
-        self.write(Stream::Err, LogLevel::Fatal, "", line, &[]);
+        self.log(Severity::Refusal, line);
     }
 
-    /// One line: `prefix` and the message in plain text, or a JSON object with the message and `fields`.
-    fn write(
-        &self,
-        stream: Stream,
-        level: LogLevel,
-        prefix: &str,
-        message: fmt::Arguments<'_>,
-        fields: &[(&str, &str)],
-    ) {
+    /// One line without fields, when the configured level shows `severity`.
+    fn log(&self, severity: Severity, line: fmt::Arguments<'_>) {
+        if self.enabled(severity.level()) {
+            self.write(severity, line, &[]);
+        }
+    }
+
+    /// One line as `severity` says: its prefix and the message in plain text, or a JSON object with the
+    /// message and `fields`, on its stream.
+    fn write(&self, severity: Severity, message: fmt::Arguments<'_>, fields: &[(&str, &str)]) {
+        let stream = severity.stream();
         match self.format {
-            LogFormat::Text => emit(stream, format_args!("{prefix}{message}")),
+            LogFormat::Text => emit(stream, format_args!("{}{message}", severity.prefix())),
             LogFormat::Json => {
-                let line = json::line(SystemTime::now(), level, self.component, &message.to_string(), fields);
+                let line =
+                    json::line(SystemTime::now(), severity.level(), self.component, &message.to_string(), fields);
                 emit(stream, format_args!("{line}"));
             }
         }
@@ -122,12 +118,10 @@ impl Logger {
 
 impl EventLog for Logger {
     fn event(&mut self, event: &Event) {
-        let level = event.level();
-        if !self.enabled(level) {
+        let severity = event.severity();
+        if !self.enabled(severity.level()) {
             return;
         }
-        // Several hosts claiming to be master is worth a warning, but stays on stdout where it always was.
-        let stream = if event.is_error() { Stream::Err } else { Stream::Out };
         let state;
         let error;
         let duration;
@@ -157,8 +151,7 @@ impl EventLog for Logger {
             }
             Event::Ready | Event::SplitBrain { .. } | Event::SplitBrainEnded | Event::Warning { .. } => {}
         }
-        let prefix = if matches!(event, Event::Warning { .. }) { "warning: " } else { "" };
-        self.write(stream, level, prefix, format_args!("{event}"), &fields);
+        self.write(severity, format_args!("{event}"), &fields);
     }
 
     fn poll_finished(&mut self, host: &str, id: PollId, elapsed: Duration, result: &Result<Observation, PollError>) {
@@ -169,9 +162,7 @@ impl EventLog for Logger {
         let fields = [("host", host)];
         match result {
             Ok(o) => self.write(
-                Stream::Out,
-                LogLevel::Debug,
-                "",
+                Severity::Debug,
                 format_args!(
                     "{host}: poll {} ok in {ms:.1} ms: {:?}, current {}, received {}, replayed {}, replay delay {} ms, timeline {}",
                     id.iteration,
@@ -185,9 +176,7 @@ impl EventLog for Logger {
                 &fields,
             ),
             Err(e) => self.write(
-                Stream::Out,
-                LogLevel::Debug,
-                "",
+                Severity::Debug,
                 format_args!("{host}: poll {} failed in {ms:.1} ms ({}): {e}", id.iteration, e.kind.as_str()),
                 &fields,
             ),
@@ -198,13 +187,6 @@ impl EventLog for Logger {
 /// A value or `null`.
 fn show<T: fmt::Display>(value: Option<T>) -> String {
     value.map_or_else(|| "null".to_owned(), |v| v.to_string())
-}
-
-/// Which stream a line goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stream {
-    Out,
-    Err,
 }
 
 /// Lines waiting for the writer thread at most. A reader that stalls (a full pipe nobody reads) costs at most
@@ -241,9 +223,13 @@ fn write_all(queue: mpsc::Receiver<(Stream, String)>) {
         if sink.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
             let dropped = sink.dropped.swap(0, Ordering::AcqRel);
             if dropped > 0 {
+                let warning = Severity::Warning;
                 write_now(
-                    Stream::Err,
-                    &format!("warning: {dropped} log lines were dropped because the output was not read fast enough"),
+                    warning.stream(),
+                    &format!(
+                        "{}{dropped} log lines were dropped because the output was not read fast enough",
+                        warning.prefix()
+                    ),
                 );
             }
         }

@@ -20,7 +20,6 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 
 use super::client::Client;
-use super::metrics;
 use super::respond::{self, Plan};
 use super::OpenGuard;
 use crate::rt::{Clock, TokioClock};
@@ -292,12 +291,8 @@ pub(super) async fn serve(socket: Client, guard: OpenGuard) {
         if let Some(refused) = respond::bad_host(&request, &handler.counters) {
             return Answer::Now(Some(refused));
         }
-        if request.uri().path() == metrics::PATH {
-            return Answer::Now(Some(metrics::answer(&handler.published, &handler.counters, request.method())));
-        }
-        let published = &handler.published;
         let answer =
-            match respond::plan(&published.load(), &handler.cursor, &handler.counters, &handler.logger, &request) {
+            match respond::plan(&handler.published, &handler.cursor, &handler.counters, &handler.logger, &request) {
                 Plan::Now(response) => Answer::Now(Some(response)),
                 Plan::Wait(selection) => {
                     let holding = Holding::new(&held);

@@ -14,6 +14,7 @@ use pg_status_core::metrics::HttpCounters;
 use pg_status_core::select::Choice;
 use pg_status_core::snapshot::Snapshot;
 
+use super::metrics;
 use crate::log::Logger;
 use crate::publish::Published;
 use crate::rt::TokioClock;
@@ -27,10 +28,10 @@ pub(crate) enum Plan {
     Wait(Selection),
 }
 
-/// Decides how to answer `request` from `snapshot`; `cursor` is the round-robin position of every connection.
-/// Answers given now are counted in `counters` (a held request is counted by [`wait`]).
+/// Decides how to answer `request` from what `published` holds; `cursor` is the round-robin position of every
+/// connection. Answers given now are counted in `counters` (a held request is counted by [`wait`]).
 pub(crate) fn plan<B>(
-    snapshot: &Snapshot,
+    published: &Published,
     cursor: &Cell<usize>,
     counters: &RefCell<HttpCounters>,
     logger: &Logger,
@@ -38,8 +39,10 @@ pub(crate) fn plan<B>(
 ) -> Plan {
     let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let accept = request.headers().get(ACCEPT).map(HeaderValue::as_bytes);
+    let snapshot = &*published.load();
     let response = match http::prepare(snapshot, request.method().as_str(), target, accept) {
         Prepared::Respond(response) => response,
+        Prepared::Metrics => metrics::answer(snapshot, published, counters),
         Prepared::Select(selection) if selection.answer_now(snapshot) => {
             let (choice, response) = answer(&selection, snapshot, cursor);
             log_fallback(logger, snapshot, target, choice);

@@ -78,10 +78,13 @@ pub(super) enum Expected {
     Invalid(&'static str),
     /// A replica choice.
     Select(Wanted),
+    /// `/metrics`, answered ready or not.
+    Metrics,
 }
 
 /// The paths pg-status serves besides the replica routes.
-pub(super) const OTHER_ROUTES: [&str; 7] = ["/replicas", "/master", "/hosts", "/status", "/version", "/live", "/ready"];
+pub(super) const OTHER_ROUTES: [&str; 8] =
+    ["/replicas", "/master", "/hosts", "/status", "/version", "/live", "/ready", "/metrics"];
 
 /// `%XX` escapes decoded; a `%` without two hex digits after it is kept as it is.
 pub(super) fn unescape(s: &str) -> Vec<u8> {
@@ -140,6 +143,9 @@ pub(super) fn reference_request(case: &HttpCase) -> Expected {
     }
     if case.method != "GET" && case.method != "HEAD" {
         return Expected::WrongMethod;
+    }
+    if path == "/metrics" {
+        return Expected::Metrics;
     }
     if !case.ready && path != "/live" && path != "/version" {
         return Expected::NotReady;

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use pg_status_core::http::{self, Prepared, Response};
 use pg_status_core::lsn::Lsn;
-use pg_status_core::snapshot::{Health, HostInput, HostName, HostTimes, Snapshot};
+use pg_status_core::metrics;
+use pg_status_core::snapshot::{Health, HostInput, HostName, HostSpec, HostTimes, Snapshot};
 use pg_status_reference::{election, routes, View};
 use serde_json::Value;
 
@@ -35,7 +36,16 @@ pub fn check_http_request(data: &[u8]) {
         .hosts
         .iter()
         .enumerate()
-        .map(|(i, h)| Arc::new(HostName::new(&h.name, case_port(i), h.dc, h.geo, case.current_dc, case.current_geo)))
+        .map(|(i, h)| {
+            Arc::new(HostName::new(HostSpec {
+                name: &h.name,
+                port: case_port(i),
+                dc: h.dc,
+                geo: h.geo,
+                current_dc: case.current_dc,
+                current_geo: case.current_geo,
+            }))
+        })
         .collect();
     let inputs: Vec<HostInput<'_>> =
         case.hosts.iter().zip(&ids).map(|(h, id)| HostInput { id, health: h.health, last: h.last.as_ref() }).collect();
@@ -93,6 +103,15 @@ pub fn check_http_request(data: &[u8]) {
     let response = http::handle(&snapshot, &mut cursor, &case.method, &case.target, accept);
     let after = cursor;
 
+    if matches!(expected, Expected::Metrics) {
+        assert_eq!(prepared, Prepared::Metrics, "/metrics");
+        assert_eq!(after, case.cursor, "the cursor moved on /metrics");
+        assert_eq!((response.status, response.content_type), (200, Some(metrics::CONTENT_TYPE)), "/metrics");
+        let ready = format!("pg_status_ready {}", u8::from(case.ready));
+        let text = String::from_utf8_lossy(response.body.as_bytes());
+        assert!(text.lines().any(|l| l == ready), "/metrics without {ready:?}:\n{text}");
+        return;
+    }
     let Expected::Select(wanted) = expected else {
         assert_eq!(after, case.cursor, "the cursor moved on {expected:?}");
         assert_eq!(prepared, Prepared::Respond(response.clone()), "prepare and handle disagree");
@@ -226,6 +245,6 @@ fn check_plain_route(
             assert_eq!(status, 400, "{text}");
             assert_eq!(body, Some(Value::from_iter([("error_text", *text)])), "error body");
         }
-        Expected::Select(_) => unreachable!("selections are checked by check_selection"),
+        Expected::Select(_) | Expected::Metrics => unreachable!("checked before the plain routes"),
     }
 }
