@@ -14,8 +14,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use async_io::Timer;
-use pg_status::driver::{Driver, EventLog};
-use pg_status::rt::SmolRuntime;
+use pg_status::poller::driver::{Driver, EventLog};
+use pg_status::poller::runtime::SmolRuntime;
 use pg_status_core::config::Config;
 use pg_status_core::monitor::{Event, PollError, PollErrorKind, PollId};
 use pg_status_core::observation::{Observation, Role};

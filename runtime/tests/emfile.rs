@@ -8,9 +8,9 @@ use std::net::{TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use pg_status::http::{self, HttpServer, Limits};
-use pg_status::log::Logger;
+use pg_status::process::log::Logger;
 use pg_status::publish::Published;
+use pg_status::server::{self, HttpServer, Limits};
 use pg_status_core::config::{Config, LogLevel};
 use pg_status_core::monitor::Monitor;
 use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
@@ -41,7 +41,7 @@ fn accept_loop_survives_emfile() {
     thread::spawn(move || {
         let server =
             HttpServer::new(listener, published, Limits::default(), Logger::new(LogLevel::Fatal)).expect("server");
-        http::block_on(server.run(futures_lite::future::pending())).expect("runtime").expect("served");
+        server::block_on(server.run(futures_lite::future::pending())).expect("runtime").expect("served");
     });
     assert_eq!(live(addr, Duration::from_secs(5)).as_deref(), Some("HTTP/1.1 200 OK"));
 

@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use pg_status::http::{self, HttpServer, Limits};
-use pg_status::listen::{self, UnixBindError};
-use pg_status::log::Logger;
+use pg_status::process::log::Logger;
 use pg_status::publish::Published;
+use pg_status::server::listen::{self, UnixBindError};
+use pg_status::server::{self, HttpServer, Limits};
 use pg_status_core::config::{Config, LogLevel, UnixSocketConfig};
 use pg_status_core::monitor::{Action, Monitor};
 use pg_status_core::observation::Observation;
@@ -73,7 +73,7 @@ impl Server {
         let thread = thread::spawn(move || {
             let logger = Logger::new(LogLevel::Error);
             let server = HttpServer::serving(Some(listener), unix_socket, served, limits, logger).expect("server");
-            http::block_on(server.run(async {
+            server::block_on(server.run(async {
                 let _ = stopped.recv().await;
             }))
             .expect("runtime")

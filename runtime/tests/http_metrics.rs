@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use pg_status::http::{self, HttpServer, Limits};
-use pg_status::log::Logger;
+use pg_status::process::log::Logger;
 use pg_status::publish::{Published, RefreshRequests};
+use pg_status::server::{self, HttpServer, Limits};
 use pg_status_core::config::{Config, LogLevel};
 use pg_status_core::metrics::Telemetry;
 use pg_status_core::monitor::Monitor;
@@ -28,7 +28,7 @@ fn serve() -> (SocketAddr, Arc<Published>, RefreshRequests) {
     thread::spawn(move || {
         let server =
             HttpServer::new(listener, served, Limits::default(), Logger::new(LogLevel::Fatal)).expect("server");
-        http::block_on(server.run(futures_lite::future::pending::<()>())).expect("runtime").expect("served");
+        server::block_on(server.run(futures_lite::future::pending::<()>())).expect("runtime").expect("served");
     });
     (addr, published, requests)
 }

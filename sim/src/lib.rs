@@ -1,6 +1,6 @@
 //! pg-status-sim: deterministic simulation of pg-status.
 //!
-//! The real poll driver ([`pg_status::driver::Driver`]) and the real PostgreSQL client (tokio-postgres) run
+//! The real poll driver ([`pg_status::poller::driver::Driver`]) and the real PostgreSQL client (tokio-postgres) run
 //! inside a turmoil simulation against simulated PostgreSQL servers ([`pgwire`]) that answer from a cluster
 //! model ([`model`]), the ground truth. A scenario ([`scenario`]) scripts what happens to the cluster and the
 //! network; an oracle ([`oracle`]) checks DESIGN.md's invariants at every step by asking the pure request

@@ -1,6 +1,6 @@
 //! A read-your-writes client inside the simulation: it "commits" on the true master, then asks
 //! `/replica?min_lsn=<that commit>&wait_ms=W` through the core's handler and the runtime's own wait
-//! ([`pg_status::wait::for_replica`]) on simulated time, exactly as a waiting HTTP request is served.
+//! ([`pg_status::server::wait::for_replica`]) on simulated time, exactly as a waiting HTTP request is served.
 //!
 //! Each answer is recorded with what pg-status saw and what was true, for the oracle, and with the answer the
 //! same request would have had without waiting, so a run reports how much waiting raised the replica share.
@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::Guard;
+use pg_status::clock::Clock;
 use pg_status::publish::Published;
-use pg_status::rt::Clock;
-use pg_status::wait;
+use pg_status::server::wait;
 use pg_status_core::http::{self, Prepared, Selection};
 use pg_status_core::lsn::Lsn;
 use pg_status_core::select::Choice;

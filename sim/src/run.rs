@@ -8,8 +8,9 @@ use std::rc::Rc;
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
-use pg_status::driver::{Driver, EventLog};
-use pg_status::rt::{Clock, LocalBoxFuture, Runtime};
+use pg_status::clock::{Clock, LocalBoxFuture};
+use pg_status::poller::driver::{Driver, EventLog};
+use pg_status::poller::runtime::Runtime;
 use pg_status_core::config::{Config, ConfigError, SplitBrainPolicy};
 use pg_status_core::monitor::{Event, PollError, PollId};
 use pg_status_core::observation::{Observation, Role};

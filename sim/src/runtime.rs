@@ -7,7 +7,8 @@
 use std::io;
 use std::time::Instant;
 
-use pg_status::rt::{Clock, LocalBoxFuture, Runtime};
+use pg_status::clock::{Clock, LocalBoxFuture};
+use pg_status::poller::runtime::Runtime;
 
 /// Runs the driver inside a turmoil host or client. Must only be used from within a simulation.
 #[derive(Debug, Clone, Copy, Default)]

@@ -16,14 +16,15 @@ use futures_lite::future;
 use pg_status_core::config::{parse_log_format, Config, ConfigError, LogLevel};
 use smol::LocalExecutor;
 
-use crate::driver::Driver;
-use crate::http::{self, HttpServer, Limits};
-use crate::log::Logger;
+use super::open_files;
+use crate::poller::driver::Driver;
+use crate::poller::runtime::SmolRuntime;
+use crate::poller::tls::PgTls;
+use crate::process::log::Logger;
+use crate::process::signals::Signals;
 use crate::publish::Published;
-use crate::rt::SmolRuntime;
-use crate::signals::Signals;
-use crate::tls::PgTls;
-use crate::{limits, listen};
+use crate::server::listen;
+use crate::server::{self, HttpServer, Limits};
 
 /// Exit status for a configuration the program refuses (DESIGN 9).
 const EXIT_CONFIG: i32 = 2;
@@ -57,7 +58,7 @@ pub(crate) fn run() -> i32 {
         logger.warning(format_args!("{warning}"));
     }
 
-    if let Err(e) = limits::raise_open_files() {
+    if let Err(e) = open_files::raise_open_files() {
         logger.warning(format_args!("cannot raise the open-file limit: {e}"));
     }
     let signals = match Signals::register() {
@@ -160,7 +161,7 @@ pub(crate) fn run() -> i32 {
         }
     };
     let count_signals = future::or(count_signals, note_hangups);
-    let served = http::block_on(async {
+    let served = server::block_on(async {
         // The first signal starts the shutdown; a second one while requests drain ends the wait at once.
         let serving = server.run(signals_reached(1));
         let stopped_early = async {

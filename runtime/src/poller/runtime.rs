@@ -1,13 +1,8 @@
-//! The traits between the waiting code and the world: a [`Clock`] with timers, and the poll driver's
-//! [`Runtime`], which adds TCP connections and task spawning.
-//!
-//! The production implementations, [`SystemClock`] and [`SmolRuntime`], run on smol and async-io (the poller),
-//! [`TokioClock`] on the HTTP thread's own tokio runtime; a simulation implements the same traits on a simulated
-//! network and clock and runs the very same driver and the very same `wait_ms` waiting. Neither ever reads a clock or opens a socket except through these traits.
+//! The poll driver's [`Runtime`]: the [`Clock`] plus TCP connections and task spawning, in the style of
+//! quinn's `Runtime`. [`SmolRuntime`] is the production one (smol and async-io); the simulation implements
+//! the same trait on a simulated network and runs the very same driver.
 
-use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
@@ -15,48 +10,7 @@ use smol::LocalExecutor;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 
-/// A boxed future that runs on a single-threaded executor (no `Send` bound).
-pub type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
-
-/// A clock and its timers: all that waiting for a deadline needs (the poll driver, and requests that wait
-/// for a replica to catch up), so a simulation can run that waiting on simulated time.
-pub trait Clock: Clone + 'static {
-    /// The current time of this clock.
-    fn now(&self) -> Instant;
-
-    /// A future that completes at `deadline` (at once when it has passed).
-    fn sleep_until(&self, deadline: Instant) -> LocalBoxFuture<()>;
-}
-
-/// The system clock with async-io timers, for code that runs on any smol executor.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Instant {
-        Instant::now()
-    }
-
-    fn sleep_until(&self, deadline: Instant) -> LocalBoxFuture<()> {
-        Box::pin(async move {
-            async_io::Timer::at(deadline).await;
-        })
-    }
-}
-
-/// The system clock with tokio timers, for code on the HTTP thread's runtime ([`crate::http::block_on`]).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TokioClock;
-
-impl Clock for TokioClock {
-    fn now(&self) -> Instant {
-        Instant::now()
-    }
-
-    fn sleep_until(&self, deadline: Instant) -> LocalBoxFuture<()> {
-        Box::pin(tokio::time::sleep_until(deadline.into()))
-    }
-}
+use crate::clock::{Clock, LocalBoxFuture, SystemClock};
 
 /// What the poll driver needs from its environment, in the style of quinn's `Runtime`: a clock, sockets and
 /// tasks.
@@ -123,7 +77,7 @@ impl Runtime for SmolRuntime {
             let mut last = None;
             let mut stream = None;
             // Every address in turn, as the standard library does; the first that accepts wins.
-            for addr in crate::resolve::resolve(&host, port).await? {
+            for addr in super::resolve::resolve(&host, port).await? {
                 match async_net::TcpStream::connect(addr).await {
                     Ok(connected) => {
                         stream = Some(connected);

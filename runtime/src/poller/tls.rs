@@ -41,8 +41,8 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyD
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_postgres::tls::{ChannelBinding, TlsConnect};
 
-use crate::guarded::{check_decrypted, Guard};
-use crate::rt::LocalBoxFuture;
+use crate::clock::LocalBoxFuture;
+use crate::poller::guarded::{check_decrypted, Guard};
 
 /// Why the TLS settings cannot be used; `Display` is the one line printed before exiting with status 2.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,18 +1,20 @@
-//! The HTTP front end: hyper's HTTP/1 server on a current-thread tokio runtime, answering from the published
-//! snapshot.
+//! The HTTP thread: hyper's HTTP/1 server on a current-thread tokio runtime, answering from the published
+//! snapshot, with its listening sockets ([`listen`]) and the `wait_ms` wait ([`wait`]).
 //!
 //! One thread serves every connection, over TCP, a Unix socket, or both, under one connection cap. The thread
-//! has a reactor of its own ([`block_on`]): with the poller's reactor shared, every wake-up of the HTTP thread
-//! was handed over between threads (a futex, an eventfd and a re-armed timerfd each time), which made a
-//! request on a new connection cost about 1.5 times what it costs nginx. The accept loop survives every accept error (running out of file
-//! descriptors included: it backs off and goes on), caps the number of open connections, and on shutdown
-//! stops accepting and lets the requests in progress finish within a bounded time.
+//! has a reactor of its own ([`block_on`]): sharing the poller's, every wake-up of the HTTP thread was handed
+//! over between threads (a futex, an eventfd and a re-armed timerfd each time), which made a request on a new
+//! connection cost about 1.5 times what it costs nginx. The accept loop survives every accept error (running
+//! out of file descriptors included: it backs off and goes on), caps the number of open connections, and on
+//! shutdown stops accepting and lets the requests in progress finish within a bounded time.
 
 mod client;
 mod conn;
+pub mod listen;
 pub mod metrics;
 mod respond;
 mod trim;
+pub mod wait;
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -32,8 +34,8 @@ use pg_status_core::metrics::HttpCounters;
 use tokio::io::unix::AsyncFd;
 
 use self::client::Client;
-use crate::listen::{SocketFile, UnixSocket};
-use crate::log::Logger;
+use self::listen::{SocketFile, UnixSocket};
+use crate::process::log::Logger;
 use crate::publish::Published;
 
 /// The front end's limits; [`Limits::default`] holds the production values.

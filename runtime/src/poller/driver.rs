@@ -20,11 +20,12 @@ use pg_status_core::metrics::Telemetry;
 use pg_status_core::monitor::{Action, Event, Monitor, PollError, PollErrorKind, PollId};
 use pg_status_core::observation::{Observation, PollQuery};
 
-use crate::pg::{self, Session};
-use crate::poll::{self, Deadlines, Target};
+use crate::clock::LocalBoxFuture;
+use crate::poller::pg::{self, Session};
+use crate::poller::poll::{self, Deadlines, Target};
+use crate::poller::runtime::Runtime;
+use crate::poller::tls::PgTls;
 use crate::publish::{Published, RefreshRequests};
-use crate::rt::{LocalBoxFuture, Runtime};
-use crate::tls::PgTls;
 
 /// The shortest interval between two publications of the telemetry (`/metrics` is this fresh at worst).
 pub const TELEMETRY_SPACING: Duration = Duration::from_millis(100);

@@ -7,9 +7,9 @@ use pg_status_core::monitor::{PollError, PollErrorKind};
 use pg_status_core::observation::{Observation, PollQuery};
 use pg_status_core::wire::AuthMethods;
 
-use crate::pg::{self, OnClose, Session};
-use crate::rt::Runtime;
-use crate::tls::PgTls;
+use crate::poller::pg::{self, OnClose, Session};
+use crate::poller::runtime::Runtime;
+use crate::poller::tls::PgTls;
 
 /// Where one host is and how to log in to it.
 pub(crate) struct Target {

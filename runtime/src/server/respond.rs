@@ -15,10 +15,10 @@ use pg_status_core::select::Choice;
 use pg_status_core::snapshot::Snapshot;
 
 use super::metrics;
-use crate::log::Logger;
+use crate::clock::TokioClock;
+use crate::process::log::Logger;
 use crate::publish::Published;
-use crate::rt::TokioClock;
-use crate::wait;
+use crate::server::wait;
 
 /// What to do with a request: answer at once, or wait for fresher data first.
 pub(crate) enum Plan {

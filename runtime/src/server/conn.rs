@@ -22,7 +22,7 @@ use hyper::service::service_fn;
 use super::client::Client;
 use super::respond::{self, Plan};
 use super::OpenGuard;
-use crate::rt::{Clock, TokioClock};
+use crate::clock::{Clock, TokioClock};
 
 /// What the socket saw since the watchdog last looked, and what the accept loop may ask of the connection.
 #[derive(Default)]
@@ -367,7 +367,7 @@ mod tests {
     use futures_lite::future;
 
     use super::*;
-    use crate::rt::LocalBoxFuture;
+    use crate::clock::LocalBoxFuture;
 
     const REQUEST: Duration = Duration::from_secs(6);
     const IDLE: Duration = Duration::from_secs(60);

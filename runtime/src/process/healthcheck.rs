@@ -45,7 +45,7 @@ pub enum HealthError {
 /// Runs the check against the server the environment describes and returns the exit status: 0 when `/live`
 /// answered `200`, else 1 (with one line on stderr saying why).
 pub fn run() -> i32 {
-    let config = crate::app::read_config().map_err(HealthError::Config).and_then(|c| match c.http_port {
+    let config = crate::process::program::read_config().map_err(HealthError::Config).and_then(|c| match c.http_port {
         0 => Err(HealthError::Config(
             "pg_status__http_port=0: the server does not listen on TCP; check its Unix socket instead \
              (curl --unix-socket PATH http://localhost/live)"
@@ -56,7 +56,7 @@ pub fn run() -> i32 {
     match config.and_then(|c| check(target(c.listen, c.http_port), TIMEOUT)) {
         Ok(()) => 0,
         Err(e) => {
-            crate::app::startup_logger().refusal(format_args!("healthcheck failed: {e}"));
+            crate::process::program::startup_logger().refusal(format_args!("healthcheck failed: {e}"));
             1
         }
     }

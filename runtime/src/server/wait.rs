@@ -11,8 +11,8 @@ use pg_status_core::http::Selection;
 use pg_status_core::monitor::REFRESH_SPACING;
 use pg_status_core::snapshot::Snapshot;
 
+use crate::clock::Clock;
 use crate::publish::Published;
-use crate::rt::Clock;
 
 /// Waits until a snapshot in `published` satisfies `selection` or `selection.wait_ms` has passed on `clock`,
 /// and returns the snapshot to answer from (the latest one).

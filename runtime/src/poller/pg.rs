@@ -1,6 +1,6 @@
 //! The PostgreSQL side of a poll: opening a connection over the runtime's stream, and running the poll query.
 //!
-//! This is the only place that opens database connections; how they use TLS is [`crate::tls`]'s business.
+//! This is the only place that opens database connections; how they use TLS is [`crate::poller::tls`]'s business.
 
 use std::cell::Cell;
 use std::error::Error as _;
@@ -17,9 +17,9 @@ use pg_status_core::wire::{AuthMethods, WireError};
 use tokio_postgres::config::SslMode as WireMode;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use crate::guarded::{Guard, Guarded};
-use crate::rt::Runtime;
-use crate::tls::{HandshakeError, PgTls};
+use crate::poller::guarded::{Guard, Guarded};
+use crate::poller::runtime::Runtime;
+use crate::poller::tls::{HandshakeError, PgTls};
 
 /// How long a closed session may take to say goodbye to its server before its socket is dropped regardless.
 ///
@@ -65,7 +65,7 @@ pub fn login(user: &str, password: &str, database: &str) -> tokio_postgres::Conf
 /// does; a wrong password is not retried). The caller bounds the time this takes; dropping the future abandons
 /// the attempt and closes the socket.
 ///
-/// Everything the server sends passes the core's wire checks first ([`crate::guarded`]): a message larger
+/// Everything the server sends passes the core's wire checks first (`guarded`): a message larger
 /// than the read limit, more bytes than it, or an authentication method outside `allowed`
 /// (`pg_status__require_auth`) fails the attempt before the client library acts on it.
 ///

@@ -18,7 +18,7 @@ use pg_status_core::monitor::{Event, PollError, PollId};
 use pg_status_core::observation::Observation;
 use pg_status_core::severity::{Severity, Stream};
 
-use crate::driver::EventLog;
+use crate::poller::driver::EventLog;
 
 pub mod json;
 
