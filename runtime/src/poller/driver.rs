@@ -21,8 +21,9 @@ use pg_status_core::monitor::{Action, Event, Monitor, PollError, PollErrorKind, 
 use pg_status_core::observation::{Observation, PollQuery};
 
 use crate::clock::LocalBoxFuture;
+use crate::poller::pg::Target;
 use crate::poller::pg::{self, Session};
-use crate::poller::poll::{self, Deadlines, Target};
+use crate::poller::poll::{self, Deadlines};
 use crate::poller::runtime::Runtime;
 use crate::poller::tls::PgTls;
 use crate::publish::{Published, RefreshRequests};

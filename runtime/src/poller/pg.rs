@@ -57,7 +57,26 @@ pub fn login(user: &str, password: &str, database: &str) -> tokio_postgres::Conf
     config
 }
 
-/// Opens a session with `host:port`: TCP through the runtime, TLS as `tls` says, then PostgreSQL's start-up
+/// Where one host is and how to log in to it.
+pub(crate) struct Target {
+    /// DNS name or IP address, without brackets.
+    pub(crate) host: String,
+    /// TCP port.
+    pub(crate) port: u16,
+    /// User, password and database.
+    pub(crate) login: tokio_postgres::Config,
+    /// `pg_status__connect_timeout`, named in the error when a connection is not open in time (the core
+    /// decides when that is).
+    pub(crate) connect_timeout: Duration,
+    /// TLS settings (`PGSSL*`).
+    pub(crate) tls: PgTls,
+    /// The authentication methods the server may ask for (`pg_status__require_auth`).
+    pub(crate) require_auth: AuthMethods,
+    /// Tells the driver that one of this host's connections ended by itself.
+    pub(crate) on_close: OnClose,
+}
+
+/// Opens a session with `target`: TCP through the runtime, TLS as its `tls` says, then PostgreSQL's start-up
 /// and authentication.
 ///
 /// As libpq does, `PGSSLMODE=prefer` retries without TLS on a new connection when the TLS handshake fails,
@@ -66,30 +85,22 @@ pub fn login(user: &str, password: &str, database: &str) -> tokio_postgres::Conf
 /// the attempt and closes the socket.
 ///
 /// Everything the server sends passes the core's wire checks first (`guarded`): a message larger
-/// than the read limit, more bytes than it, or an authentication method outside `allowed`
+/// than the read limit, more bytes than it, or an authentication method outside `require_auth`
 /// (`pg_status__require_auth`) fails the attempt before the client library acts on it.
 ///
 /// `on_close` runs when the session's connection ends by itself, while open or after the session is dropped.
-pub async fn open<R: Runtime>(
-    rt: &R,
-    host: &str,
-    port: u16,
-    login: &tokio_postgres::Config,
-    tls: &PgTls,
-    allowed: AuthMethods,
-    on_close: &OnClose,
-) -> Result<Session, PollError> {
-    if let Some(reason) = tls.broken_reason() {
+pub(crate) async fn open<R: Runtime>(rt: &R, target: &Target) -> Result<Session, PollError> {
+    if let Some(reason) = target.tls.broken_reason() {
         return Err(PollError::new(PollErrorKind::Connect, reason));
     }
-    let attempt = |mode| open_as(rt, host, port, login, tls, allowed, mode, on_close);
+    let attempt = |mode| open_as(rt, target, mode);
     let second = |first: Attempt, mode, without: &'static str| async move {
         attempt(mode).await.map_err(|e| {
             let message = format!("{} ({without}: {})", e.error.message, first.error.message);
             Attempt { error: PollError::new(e.error.kind, message), ..e }
         })
     };
-    let result = match tls.mode() {
+    let result = match target.tls.mode() {
         SslMode::Disable => attempt(WireMode::Disable).await,
         SslMode::Prefer => match attempt(WireMode::Prefer).await {
             Err(first) if first.handshake_failed => second(first, WireMode::Disable, "with TLS").await,
@@ -115,17 +126,9 @@ struct Attempt {
 }
 
 /// One connection attempt with tokio-postgres' TLS mode `mode`.
-#[allow(clippy::too_many_arguments)]
-async fn open_as<R: Runtime>(
-    rt: &R,
-    host: &str,
-    port: u16,
-    login: &tokio_postgres::Config,
-    tls: &PgTls,
-    allowed: AuthMethods,
-    mode: WireMode,
-    on_close: &OnClose,
-) -> Result<Session, Attempt> {
+async fn open_as<R: Runtime>(rt: &R, target: &Target, mode: WireMode) -> Result<Session, Attempt> {
+    let Target { host, port, login, tls, require_auth: allowed, on_close, .. } = target;
+    let (host, port, allowed) = (host.as_str(), *port, *allowed);
     let stream = rt.connect(host, port).await.map_err(|e| {
         let shown = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
         let error = PollError::new(PollErrorKind::Connect, format!("cannot connect to {shown}: {e}"));

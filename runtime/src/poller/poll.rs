@@ -1,34 +1,13 @@
 //! One poll iteration of one host: connect when needed, run the poll query, all within the iteration deadline.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_lite::future;
 use pg_status_core::monitor::{PollError, PollErrorKind};
 use pg_status_core::observation::{Observation, PollQuery};
-use pg_status_core::wire::AuthMethods;
 
-use crate::poller::pg::{self, OnClose, Session};
+use crate::poller::pg::{self, Session, Target};
 use crate::poller::runtime::Runtime;
-use crate::poller::tls::PgTls;
-
-/// Where one host is and how to log in to it.
-pub(crate) struct Target {
-    /// DNS name or IP address, without brackets.
-    pub(crate) host: String,
-    /// TCP port.
-    pub(crate) port: u16,
-    /// User, password and database.
-    pub(crate) login: tokio_postgres::Config,
-    /// `pg_status__connect_timeout`, named in the error when a connection is not open in time (the core
-    /// decides when that is).
-    pub(crate) connect_timeout: Duration,
-    /// TLS settings (`PGSSL*`).
-    pub(crate) tls: PgTls,
-    /// The authentication methods the server may ask for (`pg_status__require_auth`).
-    pub(crate) require_auth: AuthMethods,
-    /// Tells the driver that one of this host's connections ended by itself.
-    pub(crate) on_close: OnClose,
-}
 
 /// When an iteration gives up, as the core's poll action says.
 #[derive(Debug, Clone, Copy)]
@@ -78,8 +57,7 @@ pub(crate) async fn iterate<R: Runtime>(
 
 /// Opens a session, given up at `limit` when there is one (the iteration's deadline bounds it anyway).
 async fn connect<R: Runtime>(rt: &R, target: &Target, limit: Option<Instant>) -> Result<Session, PollError> {
-    let open =
-        pg::open(rt, &target.host, target.port, &target.login, &target.tls, target.require_auth, &target.on_close);
+    let open = pg::open(rt, target);
     let Some(limit) = limit else { return open.await };
     let too_slow = async {
         rt.sleep_until(limit).await;
