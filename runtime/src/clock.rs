@@ -6,7 +6,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A boxed future that runs on a single-threaded executor (no `Send` bound).
 pub type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
@@ -19,6 +19,14 @@ pub trait Clock: Clone + 'static {
 
     /// A future that completes at `deadline` (at once when it has passed).
     fn sleep_until(&self, deadline: Instant) -> LocalBoxFuture<()>;
+
+    /// A future that completes after `wait`; never, when that is beyond what the clock can represent.
+    fn sleep(&self, wait: Duration) -> LocalBoxFuture<()> {
+        match self.now().checked_add(wait) {
+            Some(deadline) => self.sleep_until(deadline),
+            None => Box::pin(std::future::pending()),
+        }
+    }
 }
 
 /// The system clock with async-io timers, for code that runs on any smol executor.

@@ -192,11 +192,7 @@ async fn watchdog<C: Clock>(activity: &Activity, clock: &C, request_timeout: Dur
     let mut stalled_ticks = 0u32;
     let mut idle = Duration::ZERO;
     loop {
-        match clock.now().checked_add(tick) {
-            Some(next) => clock.sleep_until(next).await,
-            // A clock at the end of representable time has nothing left to wait for.
-            None => return,
-        }
+        clock.sleep(tick).await;
         let stuck = activity.pending.get() || activity.write_blocked.get();
         if activity.waiting.get() > 0 || (activity.wrote.replace(false) && !activity.write_blocked.get()) {
             stalled_ticks = 0;
@@ -263,7 +259,7 @@ async fn linger(socket: &Client) {
             }
         }
     };
-    future::or(drain, tokio::time::sleep(LINGER_TIME)).await;
+    future::or(drain, TokioClock.sleep(LINGER_TIME)).await;
 }
 
 /// How a connection's first phase ended.

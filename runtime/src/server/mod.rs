@@ -35,6 +35,7 @@ use tokio::io::unix::AsyncFd;
 
 use self::client::Client;
 use self::listen::{SocketFile, UnixSocket};
+use crate::clock::{Clock, TokioClock};
 use crate::process::log::Logger;
 use crate::publish::Published;
 
@@ -318,7 +319,7 @@ impl HttpServer {
                 closed.await;
             }
         };
-        future::or(drained, tokio::time::sleep(shared.limits.drain_timeout)).await;
+        future::or(drained, TokioClock.sleep(shared.limits.drain_timeout)).await;
         Ok(())
     }
 }
@@ -370,7 +371,7 @@ impl Accepting<'_> {
                         last_report = Some(now);
                         self.logger.error(format_args!("accepting an HTTP connection failed: {e}"));
                     }
-                    tokio::time::sleep(limits.accept_backoff).await;
+                    TokioClock.sleep(limits.accept_backoff).await;
                 }
             }
         }

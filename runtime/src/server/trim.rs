@@ -8,6 +8,8 @@
 
 use std::time::Duration;
 
+use crate::clock::{Clock, TokioClock};
+
 /// How often the HTTP thread looks at the number of open connections.
 const EVERY: Duration = Duration::from_secs(1);
 
@@ -28,7 +30,7 @@ pub(super) fn due(peak: usize, open: usize) -> bool {
 pub(super) async fn release_after_bursts(peak_and_open: impl Fn() -> (usize, usize)) {
     let mut peak = 0;
     loop {
-        tokio::time::sleep(EVERY).await;
+        TokioClock.sleep(EVERY).await;
         let (seen, now) = peak_and_open();
         peak = peak.max(seen);
         if due(peak, now) {
