@@ -3,9 +3,12 @@
 
 mod common;
 
+use std::time::Instant;
+
 use common::*;
-use pg_status_core::http::Route;
-use pg_status_core::metrics::{render, HttpCounters, Telemetry};
+use pg_status_core::config::Config;
+use pg_status_core::http::{self, prepare, Body, Prepared, Route};
+use pg_status_core::metrics::{answer, render, HttpCounters, Telemetry, CONTENT_TYPE};
 use pg_status_core::monitor::{Action, Monitor, PollError, PollErrorKind};
 
 #[test]
@@ -55,4 +58,62 @@ fn metrics_describe_hosts_polls_and_requests() {
     ] {
         assert!(text.lines().any(|l| l == expected), "missing {expected:?} in\n{text}");
     }
+}
+
+fn monitor(now: Instant) -> Monitor {
+    let config = Config::from_vars([("pg_status__hosts", "db1,db2")]);
+    Monitor::new(&config.expect("a valid configuration"), now)
+}
+
+#[test]
+fn metrics_are_a_route_answered_before_readiness_with_get_or_head_only() {
+    let now = start();
+    let snapshot = monitor(now).snapshot();
+    assert!(!snapshot.ready);
+    for method in ["GET", "HEAD"] {
+        for target in ["/metrics", "/metrics?x=1"] {
+            assert_eq!(prepare(&snapshot, method, target, None), Prepared::Metrics, "{method} {target}");
+        }
+    }
+    let Prepared::Respond(refused) = prepare(&snapshot, "POST", "/metrics", None) else {
+        panic!("POST /metrics was not refused");
+    };
+    assert_eq!((refused.status, refused.allow, refused.body), (405, Some("GET, HEAD"), Body::Empty));
+    assert_eq!(Route::from_path("/metrics"), Some(Route::Metrics));
+    assert_eq!(Route::Metrics.path(), "/metrics");
+}
+
+#[test]
+fn the_answer_renders_the_published_state_and_counts_metrics_after_unknown_paths() {
+    let now = start();
+    let m = monitor(now);
+    let mut http = HttpCounters::default();
+    http.record(Some(Route::Metrics), 200);
+    http.record(None, 404);
+    http.record(Some(Route::Live), 200);
+    let answer = answer(&m.snapshot(), &Telemetry::of(&m), &http, now);
+    assert_eq!((answer.status, answer.content_type), (200, Some(CONTENT_TYPE)));
+    let text = String::from_utf8_lossy(answer.body.as_bytes()).into_owned();
+    let requests: Vec<&str> = text.lines().filter(|l| l.starts_with("pg_status_http_requests_total{")).collect();
+    assert_eq!(
+        requests,
+        [
+            "pg_status_http_requests_total{route=\"/live\",status=\"200\"} 1",
+            "pg_status_http_requests_total{route=\"other\",status=\"404\"} 1",
+            "pg_status_http_requests_total{route=\"/metrics\",status=\"200\"} 1",
+        ]
+    );
+    assert!(text.lines().any(|l| l == "pg_status_ready 0"), "{text}");
+    assert!(text.lines().any(|l| l == "pg_status_host_consecutive_failures{host=\"db2\"} 0"), "{text}");
+}
+
+#[test]
+fn the_snapshot_alone_answers_without_telemetry_or_counters() {
+    let snapshot = monitor(start()).snapshot();
+    let answer = http::handle(&snapshot, &mut 0, "GET", "/metrics", None);
+    assert_eq!((answer.status, answer.content_type), (200, Some(CONTENT_TYPE)));
+    let text = String::from_utf8_lossy(answer.body.as_bytes()).into_owned();
+    assert!(text.lines().any(|l| l == "pg_status_host_up{host=\"db1\"} 0"), "{text}");
+    assert!(!text.contains("pg_status_host_consecutive_failures{"), "{text}");
+    assert!(!text.contains("pg_status_http_requests_total{"), "{text}");
 }
