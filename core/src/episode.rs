@@ -9,6 +9,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::host_index::HostIndex;
+
 /// What started a failover episode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EpisodeCause {
@@ -87,14 +89,14 @@ pub(crate) fn ended_line(
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Watch {
     /// The elected master, when it is alive (not possibly dead).
-    pub(crate) master: Option<usize>,
+    pub(crate) master: Option<HostIndex>,
     /// Alive hosts whose last poll said master, in host order.
-    pub(crate) claims: Vec<usize>,
+    pub(crate) claims: Vec<HostIndex>,
 }
 
 impl Watch {
     /// The master an episode may end on: healthy, and the only healthy host claiming the role.
-    pub(crate) fn unopposed(&self) -> Option<usize> {
+    pub(crate) fn unopposed(&self) -> Option<HostIndex> {
         self.master.filter(|m| self.claims == [*m])
     }
 }
@@ -103,7 +105,11 @@ impl Watch {
 /// (its poll failed, or it answers as a replica), or a host claiming master that did not before (which
 /// includes one elected in place of a master that still claims). `failed` tells whether a host's last poll
 /// failed.
-pub(crate) fn trigger(before: &Watch, after: &Watch, failed: impl Fn(usize) -> bool) -> Option<(usize, EpisodeCause)> {
+pub(crate) fn trigger(
+    before: &Watch,
+    after: &Watch,
+    failed: impl Fn(HostIndex) -> bool,
+) -> Option<(HostIndex, EpisodeCause)> {
     if let Some(m) = before.master {
         if !after.claims.contains(&m) {
             let cause = if failed(m) { EpisodeCause::MasterFailed } else { EpisodeCause::MasterSteppedDown };
@@ -122,7 +128,7 @@ pub(crate) struct Episode {
     /// When it started.
     pub(crate) started: Instant,
     /// The unopposed master seen at the episode's polls of it so far, and how many polls in a row saw it.
-    confirmed: Option<(usize, u8)>,
+    confirmed: Option<(HostIndex, u8)>,
 }
 
 /// How many polls in a row must find the same unopposed master for an episode to end.
@@ -136,7 +142,7 @@ impl Episode {
 
     /// Takes in a finished poll of `host` that started at `poll_started`, with `unopposed` the unopposed
     /// master after it. Returns true once the episode has seen its master often enough to end.
-    pub(crate) fn observe(&mut self, host: usize, poll_started: Instant, unopposed: Option<usize>) -> bool {
+    pub(crate) fn observe(&mut self, host: HostIndex, poll_started: Instant, unopposed: Option<HostIndex>) -> bool {
         let Some(master) = unopposed else {
             self.confirmed = None;
             return false;
@@ -163,27 +169,34 @@ mod tests {
     use super::*;
 
     fn watch(master: Option<usize>, claims: &[usize]) -> Watch {
-        Watch { master, claims: claims.to_vec() }
+        Watch { master: master.map(HostIndex::new), claims: claims.iter().copied().map(HostIndex::new).collect() }
+    }
+
+    fn started(host: usize, cause: EpisodeCause) -> Option<(HostIndex, EpisodeCause)> {
+        Some((HostIndex::new(host), cause))
     }
 
     #[test]
     fn a_change_starts_an_episode_a_persisting_state_does_not() {
         let none = |_| false;
         let failed = |_| true;
-        assert_eq!(trigger(&watch(Some(0), &[0]), &watch(None, &[]), failed), Some((0, EpisodeCause::MasterFailed)));
-        assert_eq!(trigger(&watch(Some(0), &[0]), &watch(None, &[]), none), Some((0, EpisodeCause::MasterSteppedDown)));
-        assert_eq!(trigger(&watch(Some(0), &[0]), &watch(Some(0), &[0, 1]), none), Some((1, EpisodeCause::NewClaim)));
+        assert_eq!(trigger(&watch(Some(0), &[0]), &watch(None, &[]), failed), started(0, EpisodeCause::MasterFailed));
+        assert_eq!(
+            trigger(&watch(Some(0), &[0]), &watch(None, &[]), none),
+            started(0, EpisodeCause::MasterSteppedDown)
+        );
+        assert_eq!(trigger(&watch(Some(0), &[0]), &watch(Some(0), &[0, 1]), none), started(1, EpisodeCause::NewClaim));
         assert_eq!(
             trigger(&watch(Some(1), &[0, 1]), &watch(Some(0), &[0, 1]), none),
-            Some((0, EpisodeCause::NewClaim)),
+            started(0, EpisodeCause::NewClaim),
             "another claimant elected instead of a master that still claims"
         );
         assert_eq!(
             trigger(&watch(Some(1), &[1]), &watch(Some(0), &[0, 1]), none),
-            Some((0, EpisodeCause::NewClaim)),
+            started(0, EpisodeCause::NewClaim),
             "a returning old master wins by host order"
         );
-        assert_eq!(trigger(&watch(None, &[]), &watch(Some(1), &[1]), none), Some((1, EpisodeCause::NewClaim)));
+        assert_eq!(trigger(&watch(None, &[]), &watch(Some(1), &[1]), none), started(1, EpisodeCause::NewClaim));
         assert_eq!(trigger(&watch(None, &[]), &watch(None, &[]), none), None, "no master, still none: no change");
         assert_eq!(trigger(&watch(Some(0), &[0]), &watch(Some(0), &[0]), none), None);
         assert_eq!(trigger(&watch(Some(0), &[0, 1]), &watch(Some(0), &[0, 1]), none), None);

@@ -8,11 +8,12 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use crate::config::{ReplicaFallback, SplitBrainPolicy};
+use crate::host_index::HostIndex;
 use crate::lsn::Lsn;
 use crate::metrics;
 use crate::render::push_json_str;
 use crate::select::{self, candidates, select, Choice, Cursor, Filter, Pick, Refusal, Rejection};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{HostStatus, Snapshot};
 
 /// The crate version, answered by `/version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -198,7 +199,7 @@ pub enum Wanted {
     /// One host to use (the replica routes).
     One,
     /// Whether this host, by index, is what the route accepts (`host=`: a per-host health check).
-    Check(usize),
+    Check(HostIndex),
     /// Every qualifying replica in preference order (`/replicas`).
     List,
 }
@@ -243,10 +244,10 @@ impl Selection {
         match self.wanted {
             Wanted::One => {
                 let choice = select(snapshot, &self.filter, self.pick, self.fallback, cursor);
-                (choice, host_answer(snapshot, choice.host(), self.json))
+                (choice, host_answer(choice.host().and_then(|i| snapshot.host(i)), self.json))
             }
             Wanted::Check(i) => match select::check(snapshot, &self.filter, i) {
-                Ok(()) => (Choice::Replica(i), host_answer(snapshot, Some(i), self.json)),
+                Ok(()) => (Choice::Replica(i), host_answer(snapshot.host(i), self.json)),
                 Err(refusal) => (Choice::Nothing, refused(snapshot, i, refusal)),
             },
             Wanted::List => {
@@ -340,20 +341,20 @@ fn master(snapshot: &Snapshot, query: &str, json: bool) -> Response {
             if k > 0 {
                 text.push_str(", ");
             }
-            text.push_str(&snapshot.hosts[i].id.name);
+            text.push_str(snapshot.host(i).map_or("?", |h| &*h.id.name));
         }
         return error_text(503, &text);
     }
     match checked {
-        None => host_answer(snapshot, snapshot.master, json),
-        Some(i) if snapshot.master == Some(i) => host_answer(snapshot, Some(i), json),
-        Some(i) => error_text(503, &format!("{} is not the master", snapshot.hosts[i].id.name)),
+        None => host_answer(snapshot.master_status(), json),
+        Some(i) if snapshot.master == Some(i) => host_answer(snapshot.host(i), json),
+        Some(i) => error_text(503, &format!("{} is not the master", snapshot.host(i).map_or("?", |h| &*h.id.name))),
     }
 }
 
 /// The index of the monitored host written exactly as `name`.
-fn host_index(snapshot: &Snapshot, name: &[u8]) -> Option<usize> {
-    snapshot.hosts.iter().position(|h| h.id.name.as_bytes() == name)
+fn host_index(snapshot: &Snapshot, name: &[u8]) -> Option<HostIndex> {
+    snapshot.hosts.iter().position(|h| h.id.name.as_bytes() == name).map(HostIndex::new)
 }
 
 /// A JSON `{"error_text": ...}` answer with text made for it.
@@ -366,8 +367,8 @@ fn error_text(status: u16, text: &str) -> Response {
 }
 
 /// The 503 of a per-host check, saying why the host fails it.
-fn refused(snapshot: &Snapshot, i: usize, refusal: Refusal) -> Response {
-    let name = snapshot.hosts.get(i).map_or("?", |h| &*h.id.name);
+fn refused(snapshot: &Snapshot, i: HostIndex, refusal: Refusal) -> Response {
+    let name = snapshot.host(i).map_or("?", |h| &*h.id.name);
     let mut text = String::with_capacity(name.len() + 40);
     text.push_str(name);
     // Writing to a String cannot fail.
@@ -390,8 +391,8 @@ fn status(snapshot: &Snapshot, query: &str) -> Response {
     let Some(host) = param(query, "host") else {
         return Response::error(400, NO_HOST_PARAM);
     };
-    match host_index(snapshot, &host) {
-        Some(i) => Response::new(200, JSON, Body::Owned(snapshot.status_json(&snapshot.hosts[i]))),
+    match host_index(snapshot, &host).and_then(|i| snapshot.host(i)) {
+        Some(h) => Response::new(200, JSON, Body::Owned(snapshot.status_json(h))),
         None => Response::new(404, TEXT, Body::Empty),
     }
 }
@@ -436,9 +437,7 @@ fn selection(snapshot: &Snapshot, route: Route, query: &str, json: bool) -> Resu
     // The write behind a `min_lsn` went to the master this snapshot names; trusting timelines, only replicas
     // on its timeline can be compared with it.
     let timeline = match (min_lsn, s.split_brain) {
-        (Some(_), SplitBrainPolicy::Timeline) => {
-            snapshot.master.and_then(|m| snapshot.hosts.get(m)).and_then(|h| h.timeline)
-        }
+        (Some(_), SplitBrainPolicy::Timeline) => snapshot.master_status().and_then(|h| h.timeline),
         _ => None,
     };
     let filter = Filter { max_lag_ms, max_lag_bytes, either, min_lsn, timeline };
@@ -446,8 +445,8 @@ fn selection(snapshot: &Snapshot, route: Route, query: &str, json: bool) -> Resu
 }
 
 /// The answer naming a host, or 404 when there is none.
-fn host_answer(snapshot: &Snapshot, host: Option<usize>, json: bool) -> Response {
-    match (host.map(|i| &snapshot.hosts[i]), json) {
+fn host_answer(host: Option<&HostStatus>, json: bool) -> Response {
+    match (host, json) {
         (Some(h), false) => Response::new(200, TEXT, Body::Shared(h.id.name.clone())),
         (Some(h), true) => Response::new(200, JSON, Body::Shared(h.id.json.clone())),
         (None, false) => Response::new(404, TEXT, Body::Empty),
@@ -456,21 +455,22 @@ fn host_answer(snapshot: &Snapshot, host: Option<usize>, json: bool) -> Response
 }
 
 /// The `/replicas` answer: a JSON array of host objects, or one host name per line.
-fn list_answer(snapshot: &Snapshot, list: &[usize], json: bool) -> Response {
+fn list_answer(snapshot: &Snapshot, list: &[HostIndex], json: bool) -> Response {
+    let hosts = list.iter().filter_map(|&i| snapshot.host(i));
     let mut out = String::with_capacity(list.len() * 64 + 2);
     if json {
         out.push('[');
-        for (k, &i) in list.iter().enumerate() {
+        for (k, h) in hosts.enumerate() {
             if k > 0 {
                 out.push_str(", ");
             }
-            out.push_str(&snapshot.hosts[i].id.json);
+            out.push_str(&h.id.json);
         }
         out.push(']');
         return Response::new(200, JSON, Body::Owned(out));
     }
-    for &i in list {
-        out.push_str(&snapshot.hosts[i].id.name);
+    for h in hosts {
+        out.push_str(&h.id.name);
         out.push('\n');
     }
     let body = if out.is_empty() { Body::Empty } else { Body::Owned(out) };

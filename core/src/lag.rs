@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use crate::host_index::HostIndex;
 use crate::lsn::Lsn;
 use crate::observation::Observation;
 use crate::snapshot::{HostInput, HostTimes};
@@ -16,10 +17,10 @@ pub(crate) struct Reference<'a> {
 
 impl<'a> Reference<'a> {
     /// The reference of the elected master `master`.
-    pub(crate) fn of(master: Option<usize>, hosts: &[HostInput<'_>], times: &[HostTimes<'a>]) -> Reference<'a> {
+    pub(crate) fn of(master: Option<HostIndex>, hosts: &[HostInput<'_>], times: &[HostTimes<'a>]) -> Reference<'a> {
         Reference {
-            lsn: master.and_then(|m| hosts[m].last).and_then(|o| o.current_lsn),
-            history: master.and_then(|m| times.get(m)).map_or(&[], |t| t.wal_history),
+            lsn: master.and_then(|m| hosts.get(m.get())?.last).and_then(|o| o.current_lsn),
+            history: master.and_then(|m| times.get(m.get())).map_or(&[], |t| t.wal_history),
         }
     }
 }

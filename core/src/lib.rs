@@ -16,7 +16,7 @@
 //! use std::time::{Duration, Instant};
 //!
 //! use pg_status_core::observation::Receiver;
-//! use pg_status_core::{http, Action, Config, Lsn, Monitor, Observation, Role, Stream};
+//! use pg_status_core::{http, Action, Config, HostIndex, Lsn, Monitor, Observation, Role, Stream};
 //!
 //! # fn main() -> Result<(), pg_status_core::ConfigError> {
 //! let config = Config::from_vars([("pg_status__hosts", "db1,db2")])?;
@@ -51,7 +51,7 @@
 //!     }
 //!     now += Duration::from_millis(2);
 //!     for id in polls {
-//!         let observed = if id.host == 0 { &master } else { &replica };
+//!         let observed = if id.host == HostIndex::new(0) { &master } else { &replica };
 //!         monitor.handle_poll_result(id, Ok(observed.clone()), now);
 //!     }
 //!     // The snapshot, when anything changed: published for the request handlers.
@@ -102,6 +102,7 @@
 pub mod config;
 mod election;
 pub mod episode;
+mod host_index;
 pub mod http;
 mod lag;
 pub mod lsn;
@@ -115,6 +116,7 @@ pub mod snapshot;
 pub mod wire;
 
 pub use config::{Config, ConfigError};
+pub use host_index::HostIndex;
 pub use http::{Prepared, Response, Route, Selection};
 pub use lsn::Lsn;
 pub use metrics::{HttpCounters, Telemetry};

@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use crate::host_index::HostIndex;
 use crate::http::{Body, Response, Route, VERSION};
 use crate::monitor::{HostCounters, Monitor, PollErrorKind};
 use crate::observation::Role;
@@ -124,7 +125,7 @@ pub struct HostTelemetry {
 impl Telemetry {
     /// What `monitor` has to publish now.
     pub fn of(monitor: &Monitor) -> Telemetry {
-        let hosts = (0..monitor.host_count())
+        let hosts = HostIndex::all(monitor.host_count())
             .filter_map(|i| {
                 Some(HostTelemetry { counters: monitor.counters(i)?, stats: monitor.poll_stats(i)?.clone() })
             })
@@ -167,21 +168,22 @@ fn render_aged(
     http: &HttpCounters,
     age: &dyn Fn(Instant) -> Duration,
 ) -> String {
-    let host = |i: usize| telemetry.hosts.get(i);
+    let host = |i: HostIndex| telemetry.hosts.get(i.get());
     let mut out = String::with_capacity(1024 + snapshot.hosts.len() * 1500);
     let hosts = &snapshot.hosts;
     // Writing to a String cannot fail; the results of write! below are ignored for that reason.
-    let per_host = |out: &mut String, name: &str, kind: &str, help: &str, value: &dyn Fn(usize) -> Option<String>| {
-        header(out, name, kind, help);
-        for (i, h) in hosts.iter().enumerate() {
-            if let Some(v) = value(i) {
-                out.push_str(name);
-                out.push_str("{host=\"");
-                push_label(out, &h.id.name);
-                let _ = writeln!(out, "\"}} {v}");
+    let per_host =
+        |out: &mut String, name: &str, kind: &str, help: &str, value: &dyn Fn(HostIndex) -> Option<String>| {
+            header(out, name, kind, help);
+            for (i, h) in HostIndex::all(hosts.len()).zip(hosts) {
+                if let Some(v) = value(i) {
+                    out.push_str(name);
+                    out.push_str("{host=\"");
+                    push_label(out, &h.id.name);
+                    let _ = writeln!(out, "\"}} {v}");
+                }
             }
-        }
-    };
+        };
     let flag = |b: bool| Some(if b { "1" } else { "0" }.to_string());
 
     header(&mut out, "pg_status_build_info", "gauge", "The running pg-status version.");
@@ -243,7 +245,7 @@ fn render_aged(
     });
 
     header(&mut out, "pg_status_poll_duration_seconds", "histogram", "Duration of poll iterations.");
-    for (i, h) in hosts.iter().enumerate() {
+    for (i, h) in HostIndex::all(hosts.len()).zip(hosts) {
         let Some(stats) = host(i).map(|h| &h.stats) else { continue };
         let mut label = String::new();
         push_label(&mut label, &h.id.name);
@@ -263,7 +265,7 @@ fn render_aged(
     }
 
     header(&mut out, "pg_status_poll_failures_total", "counter", "Failed polls by cause.");
-    for (i, h) in hosts.iter().enumerate() {
+    for (i, h) in HostIndex::all(hosts.len()).zip(hosts) {
         let Some(stats) = host(i).map(|h| &h.stats) else { continue };
         let mut label = String::new();
         push_label(&mut label, &h.id.name);

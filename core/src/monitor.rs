@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Config, LogLevel, SplitBrainPolicy};
 use crate::episode::{self, Episode, EpisodeCause, EpisodeOutcome, Watch};
+use crate::host_index::HostIndex;
 use crate::lsn::Lsn;
 use crate::metrics::PollStats;
 use crate::observation::{Observation, PollQuery, Receiver, Role};
@@ -38,8 +39,8 @@ const WAL_HISTORY: usize = 16;
 /// Names one poll iteration: which host, and which of its iterations (results of older ones are ignored).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PollId {
-    /// Index of the host in `pg_status__hosts` order.
-    pub host: usize,
+    /// The host, in `pg_status__hosts` order.
+    pub host: HostIndex,
     /// Sequence number of the iteration for that host.
     pub iteration: u64,
 }
@@ -384,7 +385,7 @@ pub struct Monitor {
     ready: bool,
     dirty: bool,
     current: Snapshot,
-    split_brain: Vec<usize>,
+    split_brain: Vec<HostIndex>,
     connections_opened: Vec<u64>,
     /// When the last refresh round was granted.
     last_refresh: Option<Instant>,
@@ -479,6 +480,7 @@ impl Monitor {
     /// The next iteration to start at `now`, if one is due. Call until it returns `None`.
     pub fn poll_action(&mut self, now: Instant) -> Option<Action> {
         let (index, host) = self.hosts.iter_mut().enumerate().find(|(_, h)| h.next_poll.is_some_and(|t| t <= now))?;
+        let index = HostIndex::new(index);
         host.iterations += 1;
         let deadline = now + self.query_timeout;
         let reconnect = match host.conn_opened {
@@ -514,7 +516,7 @@ impl Monitor {
     /// Advances time: an iteration still in flight at its deadline counts as a timeout, so a runtime that
     /// lost track of one can never stall a host. Due polls are then returned by `poll_action`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        for index in 0..self.hosts.len() {
+        for index in HostIndex::all(self.hosts.len()) {
             if let Some((iteration, _)) = self.hosts[index].in_flight {
                 if !in_time(now.saturating_duration_since(self.hosts[index].started), self.query_timeout) {
                     self.handle_poll_result(PollId { host: index, iteration }, Err(PollError::timeout()), now);
@@ -529,8 +531,8 @@ impl Monitor {
     /// within one connection attempt; when it was the elected master, a failover episode starts. Ignored
     /// while an iteration is in flight (it sees the close itself) and when failover episodes are off
     /// (`pg_status__fast_sleep_ms=0`: the next regular poll finds out).
-    pub fn handle_connection_closed(&mut self, host: usize, now: Instant) {
-        let Some(h) = self.hosts.get_mut(host) else { return };
+    pub fn handle_connection_closed(&mut self, host: HostIndex, now: Instant) {
+        let Some(h) = self.hosts.get_mut(host.get()) else { return };
         if h.in_flight.is_some() {
             return;
         }
@@ -558,13 +560,13 @@ impl Monitor {
 
     /// The hosts in a declared split brain (DESIGN 4, confirmed on fresh evidence), in host order; empty
     /// when there is none.
-    pub fn split_brain(&self) -> &[usize] {
+    pub fn split_brain(&self) -> &[HostIndex] {
         &self.split_brain
     }
 
     /// The pause after an iteration of host `index` ends: the fast interval during an episode and for a
     /// replica that just failed (until it answers or is dead), `sleep_ms` otherwise.
-    fn interval(&self, index: usize) -> Duration {
+    fn interval(&self, index: HostIndex) -> Duration {
         let h = &self.hosts[index];
         let blinked = h.health == Health::PossiblyDead && h.last.as_ref().is_some_and(|o| o.role == Role::Replica);
         if !self.fast.is_zero() && (self.episode.is_some() || blinked) {
@@ -584,7 +586,7 @@ impl Monitor {
 
     /// After an input: start an episode on a change (once ready: the first polls are no change), or move the
     /// running one towards its end. `finished` names the host whose iteration just ended and when it began.
-    fn review(&mut self, now: Instant, was_ready: bool, finished: Option<(usize, Instant)>) {
+    fn review(&mut self, now: Instant, was_ready: bool, finished: Option<(HostIndex, Instant)>) {
         let after = self.look();
         if let Some(mut running) = self.episode {
             let confirmed = finished.is_some_and(|(host, started)| running.observe(host, started, after.unopposed()));
@@ -606,7 +608,7 @@ impl Monitor {
         self.watch = after;
     }
 
-    fn start_episode(&mut self, now: Instant, host: usize, cause: EpisodeCause) {
+    fn start_episode(&mut self, now: Instant, host: HostIndex, cause: EpisodeCause) {
         self.episode = Some(Episode::new(now));
         self.episodes_total += 1;
         self.events.push_back(Event::EpisodeStarted { host: self.hosts[host].id.name.clone(), cause, fast: self.fast });
@@ -623,7 +625,7 @@ impl Monitor {
         let Some(running) = self.episode.take() else { return };
         let lasted = now.saturating_duration_since(running.started);
         self.events.push_back(Event::EpisodeEnded { outcome, lasted, sleep: self.sleep });
-        for index in 0..self.hosts.len() {
+        for index in HostIndex::all(self.hosts.len()) {
             let regular = self.hosts[index].ended.map(|ended| ended + self.interval(index));
             let h = &mut self.hosts[index];
             if let (Some(due), Some(regular)) = (h.next_poll, regular) {
@@ -633,7 +635,7 @@ impl Monitor {
     }
 
     /// Makes sure host `index` is polled by an iteration that starts at or after `since`, as soon as possible.
-    fn poll_again(&mut self, index: usize, since: Instant, now: Instant) {
+    fn poll_again(&mut self, index: HostIndex, since: Instant, now: Instant) {
         let h = &mut self.hosts[index];
         match h.next_poll {
             Some(due) if due > now => h.next_poll = Some(now),
@@ -646,7 +648,7 @@ impl Monitor {
     /// Records how an iteration ended. Results of iterations that are no longer in flight are ignored; a
     /// success reported at or after the deadline counts as a timeout.
     pub fn handle_poll_result(&mut self, id: PollId, result: Result<Observation, PollError>, now: Instant) {
-        let Some(host) = self.hosts.get_mut(id.host) else { return };
+        let Some(host) = self.hosts.get_mut(id.host.get()) else { return };
         let Some((iteration, _)) = host.in_flight else { return };
         if iteration != id.iteration {
             return;
@@ -794,8 +796,8 @@ impl Monitor {
     }
 
     /// Counters of one host, for metrics.
-    pub fn counters(&self, host: usize) -> Option<HostCounters> {
-        let h = self.hosts.get(host)?;
+    pub fn counters(&self, host: HostIndex) -> Option<HostCounters> {
+        let h = self.hosts.get(host.get())?;
         Some(HostCounters {
             consecutive_failures: h.fails,
             last_success: h.last_success,
@@ -805,8 +807,8 @@ impl Monitor {
     }
 
     /// Poll durations and failure causes of one host, for metrics.
-    pub fn poll_stats(&self, host: usize) -> Option<&PollStats> {
-        self.hosts.get(host).map(|h| &h.stats)
+    pub fn poll_stats(&self, host: HostIndex) -> Option<&PollStats> {
+        self.hosts.get(host.get()).map(|h| &h.stats)
     }
 
     /// Derives the snapshot afresh from every host, ignoring the incremental one; it always equals
@@ -831,12 +833,12 @@ impl Monitor {
     /// a promotion (an ordinary failover looks exactly like that for a moment), so it is polled again at once
     /// and its answer decides: a failed poll ends its claim. Until then the split brain declared before (if
     /// its hosts still claim) stands.
-    fn confirmed_split(&mut self, claims: Vec<usize>, now: Instant) -> Vec<usize> {
+    fn confirmed_split(&mut self, claims: Vec<HostIndex>, now: Instant) -> Vec<HostIndex> {
         if claims.len() < 2 {
             return Vec::new();
         }
         let Some(newest) = claims.iter().filter_map(|&i| self.hosts[i].claim_since).max() else { return claims };
-        let stale: Vec<usize> =
+        let stale: Vec<HostIndex> =
             claims.iter().copied().filter(|&i| self.hosts[i].evidence_started.is_none_or(|at| at < newest)).collect();
         if stale.is_empty() {
             return claims;
@@ -844,7 +846,7 @@ impl Monitor {
         for i in stale {
             self.poll_again(i, newest, now);
         }
-        let kept: Vec<usize> = self.split_brain.iter().copied().filter(|i| claims.contains(i)).collect();
+        let kept: Vec<HostIndex> = self.split_brain.iter().copied().filter(|i| claims.contains(i)).collect();
         if kept.len() > 1 {
             kept
         } else {
@@ -854,7 +856,7 @@ impl Monitor {
 
     /// Updates the snapshot after host `changed` finished an iteration and announces the sync and
     /// split-brain changes it shows.
-    fn refresh_view(&mut self, changed: usize, became_ready: bool, now: Instant) {
+    fn refresh_view(&mut self, changed: HostIndex, became_ready: bool, now: Instant) {
         let inputs: Vec<HostInput<'_>> =
             self.hosts.iter().map(|h| HostInput { id: &h.id, health: h.health, last: h.last.as_ref() }).collect();
         let times: Vec<HostTimes<'_>> =
@@ -868,7 +870,7 @@ impl Monitor {
         } else if all || became_ready {
             0..self.hosts.len()
         } else {
-            changed..changed + 1
+            changed.get()..changed.get() + 1
         };
         for (h, status) in self.hosts[range.clone()].iter_mut().zip(&snapshot.hosts[range]) {
             if status.role != Some(Role::Replica) || h.health == Health::Dead {
@@ -887,8 +889,8 @@ impl Monitor {
                 self.events.push_back(Event::Transition { host: name.clone(), transition });
             }
         }
-        let claims: Vec<usize> = snapshot.claimed_masters().collect();
-        for (i, h) in self.hosts.iter_mut().enumerate() {
+        let claims: Vec<HostIndex> = snapshot.claimed_masters().collect();
+        for (i, h) in HostIndex::all(self.hosts.len()).zip(&mut self.hosts) {
             if claims.contains(&i) {
                 h.claim_since.get_or_insert(now);
             } else {

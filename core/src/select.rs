@@ -2,6 +2,7 @@
 //! or "most synchronous", the master fallback, the per-host check and the candidate list.
 
 use crate::config::ReplicaFallback;
+use crate::host_index::HostIndex;
 use crate::lsn::Lsn;
 use crate::snapshot::{Health, HostStatus, Snapshot};
 
@@ -84,16 +85,16 @@ pub enum Pick {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Choice {
     /// A replica that passed the filter, by index.
-    Replica(usize),
+    Replica(HostIndex),
     /// No replica passed: the elected master, by index.
-    Master(usize),
+    Master(HostIndex),
     /// Neither a replica nor a master (or no fallback to the master was wanted).
     Nothing,
 }
 
 impl Choice {
     /// The chosen host's index, if any.
-    pub fn host(self) -> Option<usize> {
+    pub fn host(self) -> Option<HostIndex> {
         match self {
             Choice::Replica(i) | Choice::Master(i) => Some(i),
             Choice::Nothing => None,
@@ -132,9 +133,12 @@ pub fn select(
     for health in [Health::Alive, Health::PossiblyDead] {
         let matches = |h: &HostStatus| h.health == health && h.is_replica() && filter.accepts(h);
         let found = match pick {
-            Pick::MostSyncByBytes => {
-                hosts.iter().enumerate().filter(|(_, h)| matches(h)).min_by_key(|(_, h)| h.lag_bytes).map(|(i, _)| i)
-            }
+            Pick::MostSyncByBytes => hosts
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| matches(h))
+                .min_by_key(|(_, h)| h.lag_bytes)
+                .map(|(i, _)| HostIndex::new(i)),
             Pick::RoundRobin => {
                 // Locality narrows the candidates to the closest non-empty group: same DC, same region, all.
                 (0..3).find_map(|tier| round_robin(hosts, |h| matches(h) && locality(settings, h) <= tier, cursor))
@@ -153,7 +157,7 @@ pub fn select(
 /// Every replica satisfying `filter`, in the order round robin would prefer them: healthy before possibly
 /// dead, then this instance's data centre, its region, the rest; within each group in host order from the
 /// cursor on. The cursor moves past the first entry, as [`select`] would have moved it. Never the master.
-pub fn candidates(snapshot: &Snapshot, filter: &Filter, cursor: &mut Cursor) -> Vec<usize> {
+pub fn candidates(snapshot: &Snapshot, filter: &Filter, cursor: &mut Cursor) -> Vec<HostIndex> {
     let hosts = &snapshot.hosts;
     let n = hosts.len();
     let mut out = Vec::new();
@@ -163,22 +167,26 @@ pub fn candidates(snapshot: &Snapshot, filter: &Filter, cursor: &mut Cursor) -> 
     let start = *cursor % (n + 1) % n;
     for health in [Health::Alive, Health::PossiblyDead] {
         for tier in 0..3 {
-            out.extend((0..n).map(|k| (start + k) % n).filter(|&i| {
+            out.extend((0..n).map(|k| (start + k) % n).filter_map(|i| {
                 let h = &hosts[i];
-                h.health == health && h.is_replica() && locality(&snapshot.settings, h) == tier && filter.accepts(h)
+                let wanted = h.health == health
+                    && h.is_replica()
+                    && locality(&snapshot.settings, h) == tier
+                    && filter.accepts(h);
+                wanted.then_some(HostIndex::new(i))
             }));
         }
     }
     if let Some(&first) = out.first() {
-        *cursor = first + 1;
+        *cursor = first.get() + 1;
     }
     out
 }
 
 /// Whether host `host` is a healthy replica satisfying `filter` (a per-host check), and if not, why.
 /// Neither locality nor round robin plays a part.
-pub fn check(snapshot: &Snapshot, filter: &Filter, host: usize) -> Result<(), Refusal> {
-    let Some(h) = snapshot.hosts.get(host) else { return Err(Refusal::Dead) };
+pub fn check(snapshot: &Snapshot, filter: &Filter, host: HostIndex) -> Result<(), Refusal> {
+    let Some(h) = snapshot.host(host) else { return Err(Refusal::Dead) };
     if !h.alive() {
         return Err(Refusal::Dead);
     }
@@ -203,7 +211,7 @@ fn locality(settings: &crate::snapshot::Settings, h: &HostStatus) -> u8 {
 }
 
 /// The first matching host after the cursor, cyclically; moves the cursor to it.
-fn round_robin(hosts: &[HostStatus], matches: impl Fn(&HostStatus) -> bool, cursor: &mut Cursor) -> Option<usize> {
+fn round_robin(hosts: &[HostStatus], matches: impl Fn(&HostStatus) -> bool, cursor: &mut Cursor) -> Option<HostIndex> {
     let n = hosts.len();
     if n == 0 {
         return None;
@@ -212,5 +220,5 @@ fn round_robin(hosts: &[HostStatus], matches: impl Fn(&HostStatus) -> bool, curs
     let start = *cursor % (n + 1) % n;
     let found = (0..n).map(|k| (start + k) % n).find(|&i| matches(&hosts[i]))?;
     *cursor = found + 1;
-    Some(found)
+    Some(HostIndex::new(found))
 }

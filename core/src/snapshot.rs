@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use crate::config::{ReplicaFallback, SplitBrainPolicy};
 use crate::election::elect_master;
+use crate::host_index::HostIndex;
 use crate::lag::{replica_lag, Reference};
 use crate::lsn::Lsn;
 use crate::observation::{Observation, Role};
@@ -108,7 +109,7 @@ pub struct Snapshot {
     /// The hosts in `pg_status__hosts` order.
     pub hosts: Vec<HostStatus>,
     /// Index of the elected master (DESIGN 4).
-    pub master: Option<usize>,
+    pub master: Option<HostIndex>,
     /// Thresholds and locality.
     pub settings: Settings,
     /// The elected master's WAL position that the replicas' lag was measured against.
@@ -183,7 +184,13 @@ impl Snapshot {
     /// re-derived unless the election or the master's WAL position moved, which changes every replica's lag.
     /// Returns true when every host was re-derived.
     #[doc(hidden)]
-    pub fn update(&mut self, ready: bool, hosts: &[HostInput<'_>], times: &[HostTimes<'_>], changed: usize) -> bool {
+    pub fn update(
+        &mut self,
+        ready: bool,
+        hosts: &[HostInput<'_>],
+        times: &[HostTimes<'_>],
+        changed: HostIndex,
+    ) -> bool {
         let master = elect_master(hosts, self.settings.split_brain);
         let reference = Reference::of(master, hosts, times);
         self.ready = ready;
@@ -196,28 +203,39 @@ impl Snapshot {
             *self = Snapshot::derive_timed(ready, hosts, times, self.settings);
             return true;
         }
-        if let (Some(slot), Some(input)) = (self.hosts.get_mut(changed), hosts.get(changed)) {
-            *slot = host_status(input, times.get(changed).copied().unwrap_or_default(), &reference, &self.settings);
+        if let (Some(slot), Some(input)) = (self.hosts.get_mut(changed.get()), hosts.get(changed.get())) {
+            *slot =
+                host_status(input, times.get(changed.get()).copied().unwrap_or_default(), &reference, &self.settings);
         }
         false
     }
 
-    /// Indexes of alive hosts that report themselves master, in host order (more than one is a split brain).
-    pub fn claimed_masters(&self) -> impl Iterator<Item = usize> + '_ {
+    /// The host at `index`, if there is one.
+    pub fn host(&self, index: HostIndex) -> Option<&HostStatus> {
+        self.hosts.get(index.get())
+    }
+
+    /// The elected master's status, if a master is elected.
+    pub fn master_status(&self) -> Option<&HostStatus> {
+        self.master.and_then(|m| self.host(m))
+    }
+
+    /// Alive hosts that report themselves master, in host order (more than one is a split brain).
+    pub fn claimed_masters(&self) -> impl Iterator<Item = HostIndex> + '_ {
         self.hosts
             .iter()
             .enumerate()
             .filter(|(_, h)| h.health == Health::Alive && h.role == Some(Role::Master))
-            .map(|(i, _)| i)
+            .map(|(i, _)| HostIndex::new(i))
     }
 
     /// Under `pg_status__split_brain=refuse`, the hosts whose claims leave no master, in host order; empty
     /// otherwise, and while at most one healthy host claims master.
-    pub fn refused_claimants(&self) -> Vec<usize> {
+    pub fn refused_claimants(&self) -> Vec<HostIndex> {
         if self.settings.split_brain != SplitBrainPolicy::Refuse || self.master.is_some() {
             return Vec::new();
         }
-        let claimants: Vec<usize> = self.claimed_masters().collect();
+        let claimants: Vec<HostIndex> = self.claimed_masters().collect();
         if claimants.len() > 1 {
             claimants
         } else {

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use pg_status_core::config::Config;
 use pg_status_core::monitor::{Action, Monitor, PollError, PollErrorKind, PollId};
 use pg_status_core::snapshot::Health;
+use pg_status_core::HostIndex;
 use pg_status_reference::build::{master, replica};
 
 /// What a simulated server does when polled.
@@ -61,7 +62,7 @@ impl World {
 
     fn drain(&mut self) {
         while let Some(Action::Poll { id, .. }) = self.m.poll_action(self.now) {
-            self.polls.push((id.host, self.ms()));
+            self.polls.push((id.host.get(), self.ms()));
             let answer = match self.servers[id.host] {
                 Server::Hung => None,
                 Server::Down => Some(self.now + Duration::from_millis(1)),
@@ -105,14 +106,14 @@ impl World {
     /// The server of `host` goes away and, as the runtime would, its idle connection's close is reported.
     fn crash_with_close(&mut self, host: usize) {
         self.servers[host] = Server::Down;
-        let idle = !self.in_flight.iter().any(|(id, _)| id.host == host);
+        let idle = !self.in_flight.iter().any(|(id, _)| id.host.get() == host);
         if idle {
-            self.m.handle_connection_closed(host, self.now);
+            self.m.handle_connection_closed(HostIndex::new(host), self.now);
         }
     }
 
     fn master(&self) -> Option<usize> {
-        self.m.snapshot().master
+        self.m.snapshot().master.map(HostIndex::get)
     }
 
     fn polls_of(&self, host: usize, from: u64, to: u64) -> Vec<u64> {
@@ -294,5 +295,5 @@ fn two_masters_that_both_confirm_are_a_split_brain() {
     assert_eq!(w.polls_of(0, 10_000, 10_020), [10_004, 10_006]);
     assert_eq!(w.first_line("split brain"), Some(10_008), "{:?}", w.lines);
     assert!(w.lines_from(10_008).contains(&"split brain: h0, h1".to_string()));
-    assert_eq!(w.m.split_brain(), [0, 1]);
+    assert_eq!(w.m.split_brain(), [HostIndex::new(0), HostIndex::new(1)]);
 }

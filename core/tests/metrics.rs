@@ -19,7 +19,8 @@ fn metrics_describe_hosts_polls_and_requests() {
     let mut m = Monitor::new(&cfg, t0);
     let actions: Vec<Action> = std::iter::from_fn(|| m.poll_action(t0)).collect();
     for Action::Poll { id, .. } in actions {
-        let result = if id.host == 0 { Ok(master(100)) } else { Err(PollError::new(PollErrorKind::Auth, "denied")) };
+        let result =
+            if id.host.get() == 0 { Ok(master(100)) } else { Err(PollError::new(PollErrorKind::Auth, "denied")) };
         m.handle_poll_result(id, result, t0 + ms(3));
     }
     let mut http = HttpCounters::default();

@@ -12,6 +12,7 @@ use pg_status_core::config::SplitBrainPolicy;
 use pg_status_core::monitor::{Action, Event, Monitor, PollError, PollErrorKind, PollId, Transition, Warning};
 use pg_status_core::observation::{Observation, PollQuery, Receiver, Role};
 use pg_status_core::snapshot::Health;
+use pg_status_core::HostIndex;
 use pg_status_reference::{schedule, History};
 use proptest::prelude::*;
 
@@ -34,7 +35,7 @@ fn every_host_is_polled_at_once_then_sleep_ms_after_its_iteration_ended() {
     let t0 = start();
     let mut m = Monitor::new(&config(3, 1000, 500, 60_000, 3), t0);
     let first = drain_actions(&mut m, t0);
-    assert_eq!(first.iter().map(|a| a.0.host).collect::<Vec<_>>(), [0, 1, 2]);
+    assert_eq!(first.iter().map(|a| a.0.host.get()).collect::<Vec<_>>(), [0, 1, 2]);
     assert!(first.iter().all(|a| a.1 == t0 + ms(500) && a.2), "deadline = now + query_timeout, fresh connections");
     m.handle_poll_result(first[0].0, Ok(master(100)), t0 + ms(10));
     m.handle_poll_result(first[1].0, Ok(replica(100, 0)), t0 + ms(200));
@@ -43,10 +44,14 @@ fn every_host_is_polled_at_once_then_sleep_ms_after_its_iteration_ended() {
     assert_eq!(m.snapshot().hosts[2].health, Health::PossiblyDead, "a silent iteration fails at its deadline");
     assert!(drain_actions(&mut m, t0 + ms(1009)).is_empty());
     let second = drain_actions(&mut m, t0 + ms(1010));
-    assert_eq!(second.iter().map(|a| (a.0.host, a.2)).collect::<Vec<_>>(), [(0, false)], "connection reused");
-    assert_eq!(drain_actions(&mut m, t0 + ms(1200)).iter().map(|a| a.0.host).collect::<Vec<_>>(), [1]);
+    assert_eq!(second.iter().map(|a| (a.0.host.get(), a.2)).collect::<Vec<_>>(), [(0, false)], "connection reused");
+    assert_eq!(drain_actions(&mut m, t0 + ms(1200)).iter().map(|a| a.0.host.get()).collect::<Vec<_>>(), [1]);
     let third = drain_actions(&mut m, t0 + ms(1501));
-    assert_eq!(third.iter().map(|a| (a.0.host, a.2)).collect::<Vec<_>>(), [(2, true)], "reconnect after a failure");
+    assert_eq!(
+        third.iter().map(|a| (a.0.host.get(), a.2)).collect::<Vec<_>>(),
+        [(2, true)],
+        "reconnect after a failure"
+    );
 }
 
 #[test]
@@ -90,7 +95,7 @@ fn possibly_dead_at_the_first_failure_dead_at_max_fails_and_alive_at_the_first_s
         now += ms(100);
         let a = drain_actions(&mut m, now);
         for (id, _, _) in &a {
-            let result = if id.host == 1 { fail() } else { Ok(master(5000)) };
+            let result = if id.host.get() == 1 { fail() } else { Ok(master(5000)) };
             m.handle_poll_result(*id, result, now);
         }
         let snap = m.snapshot();
@@ -108,12 +113,12 @@ fn possibly_dead_at_the_first_failure_dead_at_max_fails_and_alive_at_the_first_s
     // Further identical failures while dead are not logged again.
     now += ms(100);
     for (id, _, _) in drain_actions(&mut m, now) {
-        m.handle_poll_result(id, if id.host == 1 { fail() } else { Ok(master(5000)) }, now);
+        m.handle_poll_result(id, if id.host.get() == 1 { fail() } else { Ok(master(5000)) }, now);
     }
     assert_eq!(std::iter::from_fn(|| m.poll_event()).count(), 0);
     now += ms(100);
     for (id, _, _) in drain_actions(&mut m, now) {
-        m.handle_poll_result(id, if id.host == 1 { Ok(replica(5000, 0)) } else { Ok(master(5000)) }, now);
+        m.handle_poll_result(id, if id.host.get() == 1 { Ok(replica(5000, 0)) } else { Ok(master(5000)) }, now);
     }
     assert_eq!(lines(&mut m), ["h1: replica", "h1: synchronous in time", "h1: synchronous in bytes"]);
     assert_eq!(m.snapshot().hosts[1].health, Health::Alive);
@@ -129,7 +134,11 @@ fn a_success_after_the_deadline_is_a_timeout_and_stale_results_are_ignored() {
     m.handle_poll_result(a[0].0, Ok(master(1)), t0 + ms(52));
     assert_eq!(m.snapshot().hosts[0].health, Health::PossiblyDead, "a second report of the same iteration is ignored");
     let b = drain_actions(&mut m, t0 + ms(151));
-    m.handle_poll_result(PollId { host: 0, iteration: b[0].0.iteration + 7 }, Ok(master(1)), t0 + ms(152));
+    m.handle_poll_result(
+        PollId { host: HostIndex::new(0), iteration: b[0].0.iteration + 7 },
+        Ok(master(1)),
+        t0 + ms(152),
+    );
     assert_eq!(m.snapshot().hosts[0].health, Health::PossiblyDead, "unknown iterations are ignored");
     m.handle_poll_result(b[0].0, Ok(master(1)), t0 + ms(160));
     assert_eq!(m.snapshot().hosts[0].health, Health::Alive);
@@ -157,7 +166,7 @@ fn sync_changes_are_announced_once_each() {
     let mut now = t0;
     let mut step = |m: &mut Monitor, master_lsn: u64, replay: u64, delay: u64| {
         for (id, _, _) in drain_actions(m, now) {
-            let obs = if id.host == 0 { master(master_lsn) } else { replica(replay, delay) };
+            let obs = if id.host.get() == 0 { master(master_lsn) } else { replica(replay, delay) };
             m.handle_poll_result(id, Ok(obs), now);
         }
         now += ms(100);
@@ -182,14 +191,14 @@ fn split_brain_is_announced_when_it_starts_and_ends() {
     }
     let events: Vec<String> = std::iter::from_fn(|| m.poll_event()).map(|e| e.to_string()).collect();
     assert!(events.contains(&"split brain: h0, h1".to_string()), "{events:?}");
-    assert_eq!(m.snapshot().master, Some(0), "the first master in host order wins");
+    assert_eq!(m.snapshot().master, Some(HostIndex::new(0)), "the first master in host order wins");
     let now = t0 + ms(100);
     for (id, _, _) in drain_actions(&mut m, now) {
-        m.handle_poll_result(id, if id.host == 0 { fail() } else { Ok(master(1)) }, now);
+        m.handle_poll_result(id, if id.host.get() == 0 { fail() } else { Ok(master(1)) }, now);
     }
     let events: Vec<String> = std::iter::from_fn(|| m.poll_event()).map(|e| e.to_string()).collect();
     assert!(events.contains(&"split brain ended".to_string()), "{events:?}");
-    assert_eq!(m.snapshot().master, Some(1), "a possibly dead master gives way to a healthy one");
+    assert_eq!(m.snapshot().master, Some(HostIndex::new(1)), "a possibly dead master gives way to a healthy one");
 }
 
 #[test]
@@ -204,9 +213,9 @@ fn refresh_requests_are_coalesced_into_one_extra_poll_per_replica() {
         m.request_refresh(t0 + ms(10));
     }
     let extra = drain_actions(&mut m, t0 + ms(10));
-    assert_eq!(extra.iter().map(|a| a.0.host).collect::<Vec<_>>(), [1], "only the idle replica, once");
+    assert_eq!(extra.iter().map(|a| a.0.host.get()).collect::<Vec<_>>(), [1], "only the idle replica, once");
     m.handle_poll_result(a[2].0, Ok(replica(1, 0)), t0 + ms(20));
-    assert_eq!(drain_actions(&mut m, t0 + ms(20)).iter().map(|a| a.0.host).collect::<Vec<_>>(), [2]);
+    assert_eq!(drain_actions(&mut m, t0 + ms(20)).iter().map(|a| a.0.host.get()).collect::<Vec<_>>(), [2]);
 }
 
 /// One step of the state-machine test.
@@ -264,11 +273,11 @@ proptest! {
 
         for step in steps {
             for (id, deadline, reconnect) in drain_actions(&mut m, now) {
-                prop_assert!(!in_flight.contains_key(&id.host), "one iteration per host at a time");
+                prop_assert!(!in_flight.contains_key(&id.host.get()), "one iteration per host at a time");
                 prop_assert_eq!(deadline, now + ms(timeout));
-                if reconnect { model[id.host].connections += 1; }
-                in_flight.insert(id.host, (id, deadline));
-                idle_since.remove(&id.host);
+                if reconnect { model[id.host.get()].connections += 1; }
+                in_flight.insert(id.host.get(), (id, deadline));
+                idle_since.remove(&id.host.get());
             }
             // Scheduling never starves a host: an idle host is polled within sleep_ms of its iteration's end.
             for (&h, &since) in &idle_since {
@@ -288,9 +297,9 @@ proptest! {
                             model[h].history.fail(max_fails);
                         }
                         for (id, deadline, reconnect) in drain_actions(&mut m, now) {
-                            if reconnect { model[id.host].connections += 1; }
-                            in_flight.insert(id.host, (id, deadline));
-                            idle_since.remove(&id.host);
+                            if reconnect { model[id.host.get()].connections += 1; }
+                            in_flight.insert(id.host.get(), (id, deadline));
+                            idle_since.remove(&id.host.get());
                         }
                     }
                     now = now.max(target);
@@ -306,14 +315,14 @@ proptest! {
                     if let Some((id, _)) = in_flight.remove(&(host % hosts)) {
                         let obs = if is_master { master(lsn) } else { replica(lsn, delay) };
                         m.handle_poll_result(id, Ok(obs.clone()), now);
-                        model[id.host].history.succeed(obs);
-                        idle_since.insert(id.host, now);
+                        model[id.host.get()].history.succeed(obs);
+                        idle_since.insert(id.host.get(), now);
                     }
                 }
                 Step::Close(host) => {
                     let host = host % hosts;
                     if !in_flight.contains_key(&host) {
-                        m.handle_connection_closed(host, now);
+                        m.handle_connection_closed(HostIndex::new(host), now);
                         model[host].closes += 1;
                         // Polled at once: due now, so the idle-time bound restarts here.
                         idle_since.insert(host, now);
@@ -322,8 +331,8 @@ proptest! {
                 Step::Fail(host) => {
                     if let Some((id, _)) = in_flight.remove(&(host % hosts)) {
                         m.handle_poll_result(id, fail(), now);
-                        model[id.host].history.fail(max_fails);
-                        idle_since.insert(id.host, now);
+                        model[id.host.get()].history.fail(max_fails);
+                        idle_since.insert(id.host.get(), now);
                     }
                 }
             }
@@ -341,7 +350,7 @@ proptest! {
                 prop_assert!(mh.connections <= schedule::max_connections(elapsed, max_age, failures, mh.closes),
                     "host {}: {} connections in {} ms with {} failures", h, mh.connections, elapsed, failures);
             }
-            let counted: Vec<u32> = (0..hosts).map(|h| m.counters(h).unwrap().consecutive_failures).collect();
+            let counted: Vec<u32> = (0..hosts).map(|h| m.counters(HostIndex::new(h)).unwrap().consecutive_failures).collect();
             prop_assert_eq!(counted, model.iter().map(|h| h.history.fails).collect::<Vec<_>>());
             std::iter::from_fn(|| m.poll_event()).for_each(drop);
         }
@@ -409,7 +418,7 @@ fn wal_without_commits_on_a_quiet_master_does_not_make_a_replica_minutes_late() 
             actions.reverse();
         }
         for (id, _, _) in actions {
-            let obs = if id.host == 0 { master(master_lsn) } else { replica(replay, delay) };
+            let obs = if id.host.get() == 0 { master(master_lsn) } else { replica(replay, delay) };
             m.handle_poll_result(id, Ok(obs), now);
             now += ms(10);
         }
@@ -436,7 +445,7 @@ fn refresh_rounds_are_spaced_however_many_requests_ask() {
     let t0 = start();
     let mut m = Monitor::new(&config(2, 1000, 500, 60_000, 3), t0);
     for (id, _, _) in drain_actions(&mut m, t0) {
-        m.handle_poll_result(id, Ok(if id.host == 0 { master(1) } else { replica(1, 0) }), t0);
+        m.handle_poll_result(id, Ok(if id.host.get() == 0 { master(1) } else { replica(1, 0) }), t0);
     }
     m.request_refresh(t0 + ms(10));
     let first = drain_actions(&mut m, t0 + ms(10));
@@ -459,8 +468,8 @@ fn round(
     actions
         .into_iter()
         .map(|Action::Poll { id, reconnect, query, .. }| {
-            m.handle_poll_result(id, answer(id.host, reconnect), now + ms(5));
-            (id.host, reconnect, query)
+            m.handle_poll_result(id, answer(id.host.get(), reconnect), now + ms(5));
+            (id.host.get(), reconnect, query)
         })
         .collect()
 }
@@ -490,7 +499,10 @@ fn a_refused_receiver_view_is_remembered_per_connection_and_warned_about_once() 
     assert_eq!(first, [(0, true, PollQuery::Full), (1, true, PollQuery::Full)], "new connections try it all");
     let snap = m.snapshot();
     assert!(snap.hosts.iter().all(|h| h.health == Health::Alive), "a refused view is not a failed poll");
-    assert_eq!((snap.master, snap.hosts[1].lag_bytes, snap.hosts[1].timeline), (Some(0), Some(0), None));
+    assert_eq!(
+        (snap.master, snap.hosts[1].lag_bytes, snap.hosts[1].timeline),
+        (Some(HostIndex::new(0)), Some(0), None)
+    );
     assert_eq!(warnings(&mut m), [("h0".to_owned(), Warning::ReceiverRefused)], "one warning for both hosts");
 
     // The same connection keeps the form without the view; a new one tries the full query again, and host 0

@@ -10,6 +10,7 @@ use pg_status_core::lsn::Lsn;
 use pg_status_core::observation::Role;
 use pg_status_core::select::{candidates as list, check, select, Choice, Filter, Pick};
 use pg_status_core::snapshot::{Health, Snapshot};
+use pg_status_core::HostIndex;
 use pg_status_reference::{election, routes, Host, View};
 use proptest::prelude::*;
 
@@ -91,7 +92,7 @@ proptest! {
         let tier = routes::preferred(&views, &f);
         match choice {
             Choice::Replica(i) => {
-                let h = &snap.hosts[i];
+                let (h, i) = (&snap.hosts[i], i.get());
                 prop_assert!(h.alive() && h.health != Health::Dead, "never a dead or unseen host");
                 prop_assert!(satisfies(&snap, i, &f), "the filter holds at the last poll");
                 prop_assert!(tier.contains(&i), "healthy replicas are preferred");
@@ -154,11 +155,11 @@ proptest! {
         let listed = list(&snap, &f, &mut after_list);
         let mut expected = candidates(&snap, &f, Health::Alive);
         expected.extend(candidates(&snap, &f, Health::PossiblyDead));
-        let mut sorted = listed.clone();
+        let mut sorted: Vec<usize> = listed.iter().map(|i| i.get()).collect();
         sorted.sort_unstable();
         expected.sort_unstable();
         prop_assert_eq!(&sorted, &expected, "every qualifying replica, once");
-        for i in 0..snap.hosts.len() {
+        for i in HostIndex::all(snap.hosts.len()) {
             let passes = check(&snap, &f, i).is_ok();
             prop_assert_eq!(passes, listed.contains(&i) && snap.hosts[i].health == Health::Alive, "host {}", i);
         }
@@ -175,7 +176,7 @@ proptest! {
     fn master_election_follows_health_then_host_order(specs in proptest::collection::vec(spec(), 0..7)) {
         let snap = snapshot(&specs, settings(), None);
         let hosts: Vec<Host<'_>> = specs.iter().map(|s| Host { health: s.health, last: s.obs.as_ref() }).collect();
-        prop_assert_eq!(snap.master, election::master(&hosts, SplitBrainPolicy::HostOrder));
+        prop_assert_eq!(snap.master.map(HostIndex::get), election::master(&hosts, SplitBrainPolicy::HostOrder));
     }
 }
 
@@ -192,7 +193,7 @@ fn timeline_policy_prefers_the_newest_timeline_and_host_order_breaks_ties() {
         Spec { health: Health::Alive, obs: Some(new.clone()), dc: None },
         Spec { health: Health::Alive, obs: Some(new), dc: None },
     ];
-    assert_eq!(snapshot(&specs, settings, None).master, Some(1));
+    assert_eq!(snapshot(&specs, settings, None).master, Some(HostIndex::new(1)));
 }
 
 #[test]
@@ -246,6 +247,7 @@ fn round_robin_cycles_in_host_order_from_the_last_answer() {
     let mut cursor = 0;
     let picks: Vec<Option<usize>> = (0..5)
         .map(|_| select(&snap, &Filter::default(), Pick::RoundRobin, ReplicaFallback::Master, &mut cursor).host())
+        .map(|host| host.map(HostIndex::get))
         .collect();
     assert_eq!(picks, [Some(1), Some(2), Some(3), Some(1), Some(2)]);
 }

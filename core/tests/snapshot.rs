@@ -8,6 +8,7 @@ use pg_status_core::config::SplitBrainPolicy;
 use pg_status_core::lsn::Lsn;
 use pg_status_core::observation::Observation;
 use pg_status_core::snapshot::{Health, Settings};
+use pg_status_core::HostIndex;
 
 /// A master at `lsn` on `timeline`.
 fn master_on(lsn: u64, timeline: u32) -> Observation {
@@ -35,7 +36,7 @@ fn lag_is_measured_against_the_master_and_an_idle_master_does_not_make_replicas_
         Spec::alive(replica_at(10_000, 10_000, 60_000)),
     ];
     let snap = snapshot(&specs, settings(), None);
-    assert_eq!(snap.master, Some(0));
+    assert_eq!(snap.master, Some(HostIndex::new(0)));
     assert_eq!((snap.hosts[1].lag_bytes, snap.hosts[1].lag_ms), (Some(3_000), Some(5_000)));
     assert!(!snap.hosts[1].sync_by_bytes && !snap.hosts[1].sync_by_time);
     assert_eq!((snap.hosts[2].lag_bytes, snap.hosts[2].lag_ms), (Some(0), Some(0)));
@@ -66,11 +67,11 @@ fn wal_the_receiver_knows_of_counts_as_lag_when_the_master_poll_is_stale() {
 fn election_prefers_healthy_masters_then_host_order_or_timeline() {
     let (old, new) = (master_on(100, 1), master_on(50, 2));
     let specs = [Spec::new(Health::PossiblyDead, Some(old.clone())), Spec::alive(old.clone()), Spec::alive(new)];
-    assert_eq!(snapshot(&specs, settings(), None).master, Some(1));
+    assert_eq!(snapshot(&specs, settings(), None).master, Some(HostIndex::new(1)));
     let timeline = policy(SplitBrainPolicy::Timeline);
-    assert_eq!(snapshot(&specs, timeline, None).master, Some(2));
+    assert_eq!(snapshot(&specs, timeline, None).master, Some(HostIndex::new(2)));
     let only_possibly_dead = [Spec::new(Health::PossiblyDead, Some(old.clone()))];
-    assert_eq!(snapshot(&only_possibly_dead, timeline, None).master, Some(0));
+    assert_eq!(snapshot(&only_possibly_dead, timeline, None).master, Some(HostIndex::new(0)));
     let dead = [Spec::new(Health::Dead, Some(old))];
     assert_eq!(snapshot(&dead, timeline, None).master, None);
 }
@@ -81,14 +82,14 @@ fn refusing_a_split_brain_elects_nobody_while_two_healthy_hosts_claim_master() {
     let refuse = policy(SplitBrainPolicy::Refuse);
     let two = [Spec::alive(old.clone()), Spec::alive(r.clone()), Spec::alive(new.clone())];
     let snap = snapshot(&two, refuse, None);
-    assert_eq!((snap.master, snap.refused_claimants()), (None, vec![0, 2]));
+    assert_eq!((snap.master, snap.refused_claimants()), (None, vec![HostIndex::new(0), HostIndex::new(2)]));
     // One healthy claim and one possibly dead: no split brain, the healthy one is master.
     let one = [Spec::new(Health::PossiblyDead, Some(old)), Spec::alive(r), Spec::alive(new)];
     let snap = snapshot(&one, refuse, None);
-    assert_eq!((snap.master, snap.refused_claimants()), (Some(2), vec![]));
+    assert_eq!((snap.master, snap.refused_claimants()), (Some(HostIndex::new(2)), vec![]));
     // The same two claims under host order elect the first and refuse nothing.
     let snap = snapshot(&two, settings(), None);
-    assert_eq!((snap.master, snap.refused_claimants()), (Some(0), vec![]));
+    assert_eq!((snap.master, snap.refused_claimants()), (Some(HostIndex::new(0)), vec![]));
 }
 
 #[test]

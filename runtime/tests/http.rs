@@ -35,7 +35,7 @@ fn snapshot_replayed(replayed: &str) -> Snapshot {
     let replica =
         [Some("t"), None, Some(replayed), Some(replayed), Some("0"), None, Some("77"), Some("1"), Some(replayed)];
     while let Some(Action::Poll { id, .. }) = monitor.poll_action(now) {
-        let row = if id.host == 0 { &master } else { &replica };
+        let row = if id.host.get() == 0 { &master } else { &replica };
         monitor.handle_poll_result(id, Ok(Observation::from_row(row).expect("valid row")), now);
     }
     let snapshot = monitor.snapshot();

@@ -134,7 +134,7 @@ pub async fn run<C: Clock>(
         // running master, and the request must then see what it has written by now.
         let written = snapshot.master.and_then(|m| {
             let c = cluster.borrow();
-            c.nodes.get(m).filter(|n| n.up && n.role == NodeRole::Master).map(|n| (Lsn(n.insert_lsn), n.timeline))
+            c.nodes.get(m.get()).filter(|n| n.up && n.role == NodeRole::Master).map(|n| (Lsn(n.insert_lsn), n.timeline))
         });
         let Some((min_lsn, timeline)) = written else { continue };
         let target = format!("/replica?min_lsn={min_lsn}&wait_ms={}", plan.wait_ms);
@@ -202,7 +202,7 @@ impl Request {
         let (choice, _) = selection.answer(snapshot, &mut position);
         cursor.set(position);
         let host = choice.host();
-        let seen = host.and_then(|i| snapshot.hosts.get(i));
+        let seen = host.and_then(|i| snapshot.host(i));
         let c = cluster.borrow();
         ReadRecord {
             issued_ms: self.issued_ms,
@@ -215,7 +215,7 @@ impl Request {
             satisfied: selection.satisfied(snapshot),
             seen_lsn: seen.and_then(|h| h.lsn),
             seen_timeline: seen.and_then(|h| h.timeline),
-            true_position: host.and_then(|i| c.nodes.get(i)).map(|n| (Lsn(n.lsn()), n.timeline)),
+            true_position: host.and_then(|i| c.nodes.get(i.get())).map(|n| (Lsn(n.lsn()), n.timeline)),
         }
     }
 }

@@ -16,6 +16,7 @@ use pg_status_core::monitor::{Event, PollError, PollId};
 use pg_status_core::observation::{Observation, Role};
 use pg_status_core::select::Choice;
 use pg_status_core::snapshot::Snapshot;
+use pg_status_core::HostIndex;
 
 use crate::model::{Cluster, NodeRole, NodeServer, SharedCluster, PASSWORD, PG_PORT};
 use crate::oracle::{Answers, Oracle, PollRecord, Truth, Violation};
@@ -125,7 +126,7 @@ impl EventLog for SimLog {
         // In time by the monitor's own definition, on the same clock readings it uses (the paused simulated
         // clock does not move within a poll of the driver).
         let in_time = pg_status_core::monitor::in_time(elapsed, Duration::from_millis(self.timeout_ms));
-        let index = self.names.iter().position(|n| n == host).unwrap_or(id.host);
+        let index = self.names.iter().position(|n| n == host).unwrap_or(id.host.get());
         let result = result.clone().map_err(|e| format!("{}: {}", e.kind.as_str(), e.message));
         self.observed.borrow_mut().polls.push(PollRecord { host: index, at_ms: sim_ms(), elapsed_ms, result, in_time });
     }
@@ -229,7 +230,7 @@ impl Sidecar {
 }
 
 fn describe_read(names: &[String], read: &ReadRecord) -> String {
-    let name = |i: usize| names.get(i).map_or("?", String::as_str);
+    let name = |i: HostIndex| names.get(i.get()).map_or("?", String::as_str);
     let answer = match read.answer {
         Ok(Choice::Replica(i)) => format!("replica {}", name(i)),
         Ok(Choice::Master(i)) => format!("master {}", name(i)),

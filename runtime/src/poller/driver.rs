@@ -19,6 +19,7 @@ use pg_status_core::config::Config;
 use pg_status_core::metrics::Telemetry;
 use pg_status_core::monitor::{Action, Event, Monitor, PollError, PollErrorKind, PollId};
 use pg_status_core::observation::{Observation, PollQuery};
+use pg_status_core::HostIndex;
 
 use crate::clock::LocalBoxFuture;
 use crate::poller::pg::Target;
@@ -66,7 +67,7 @@ enum Wake {
     Timer,
     Refresh,
     /// A connection of this host ended by itself.
-    Closed(usize),
+    Closed(HostIndex),
     Stop,
 }
 
@@ -89,7 +90,7 @@ pub struct Driver<R: Runtime, L: EventLog> {
     stop_tx: async_channel::Sender<()>,
     stop_rx: async_channel::Receiver<()>,
     /// Host indexes whose connections ended by themselves (unbounded: at most one message per connection).
-    closed_rx: async_channel::Receiver<usize>,
+    closed_rx: async_channel::Receiver<HostIndex>,
 }
 
 impl<R: Runtime, L: EventLog> Driver<R, L> {
@@ -111,8 +112,8 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
         let hosts = config
             .hosts
             .iter()
-            .enumerate()
-            .map(|(index, h)| HostSlot {
+            .zip(HostIndex::all(config.hosts.len()))
+            .map(|(h, index)| HostSlot {
                 name: h.name.clone(),
                 target: Rc::new(Target {
                     host: h.host.clone(),
@@ -274,7 +275,7 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
     /// Starts one iteration as its own task; its result comes back through the completion channel.
     fn start(&mut self, id: PollId, deadlines: Deadlines, reconnect: bool, query: PollQuery) {
         let started = self.rt.now();
-        let Some(slot) = self.hosts.get_mut(id.host) else {
+        let Some(slot) = self.hosts.get_mut(id.host.get()) else {
             // The monitor only names configured hosts; answer anyway so it never waits for this iteration.
             let error = PollError::new(PollErrorKind::Connect, format!("no host with index {}", id.host));
             let _ = self.done_tx.try_send(Box::new(Completion { id, started, result: Err(error), session: None }));
@@ -305,8 +306,8 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
 
     /// A connection of `host` ended by itself: when it is the idle session kept for the next iteration (not
     /// one in use, which its iteration sees, nor one already dropped), drop it and tell the monitor.
-    fn connection_ended(&mut self, host: usize) {
-        let Some(slot) = self.hosts.get_mut(host) else { return };
+    fn connection_ended(&mut self, host: HostIndex) {
+        let Some(slot) = self.hosts.get_mut(host.get()) else { return };
         if slot.session.as_ref().is_some_and(Session::has_ended) {
             slot.session = None;
             self.monitor.handle_connection_closed(host, self.rt.now());
@@ -317,7 +318,7 @@ impl<R: Runtime, L: EventLog> Driver<R, L> {
     fn complete(&mut self, completion: Completion) {
         let Completion { id, started, result, session } = completion;
         let now = self.rt.now();
-        if let Some(slot) = self.hosts.get_mut(id.host) {
+        if let Some(slot) = self.hosts.get_mut(id.host.get()) {
             if slot.in_flight == Some(id.iteration) {
                 slot.in_flight = None;
                 slot.session = session;

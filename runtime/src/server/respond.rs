@@ -101,7 +101,7 @@ fn log_fallback(logger: &Logger, snapshot: &Snapshot, target: &str, choice: Choi
     if !logger.enabled(LogLevel::Debug) {
         return;
     }
-    let name = |i: usize| snapshot.hosts.get(i).map_or("?", |h| &*h.id.name);
+    let name = |i| snapshot.host(i).map_or("?", |h| &*h.id.name);
     match choice {
         Choice::Replica(_) => {}
         Choice::Master(i) => {

@@ -214,7 +214,7 @@ impl EpisodeChecks {
             self.check_length(since, at_ms, "failover episode still running", found);
         }
         let doubt = self.doubt_since;
-        let healthy = snapshot.master.filter(|&m| snapshot.hosts.get(m).is_some_and(|h| h.health == Health::Alive));
+        let healthy = snapshot.master.filter(|&m| snapshot.host(m).is_some_and(|h| h.health == Health::Alive));
         if !snapshot.ready || healthy.is_some() {
             self.doubt_since = None;
         } else if self.doubt_since.is_none() {

@@ -28,7 +28,7 @@ impl Oracle {
         };
         let is_replica = matches!(choice, Choice::Replica(_));
         if let Choice::Replica(i) = choice {
-            let name = self.names.get(i).cloned().unwrap_or_default();
+            let name = self.names.get(i.get()).cloned().unwrap_or_default();
             if read.seen_lsn.is_none_or(|seen| seen < read.min_lsn) {
                 let seen = read.seen_lsn.map_or("none".to_owned(), |l| l.to_string());
                 let detail = format!("{name} handed out for min_lsn {} with replay position {seen}", read.min_lsn);

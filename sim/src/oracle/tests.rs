@@ -5,6 +5,7 @@ use pg_status_core::config::{Config, SplitBrainPolicy};
 use pg_status_core::lsn::Lsn;
 use pg_status_core::monitor::{Action, Monitor, PollError, PollErrorKind};
 use pg_status_core::select::Choice;
+use pg_status_core::HostIndex;
 
 use pg_status_reference::build::{master, replica as replica_at};
 
@@ -51,14 +52,14 @@ fn feed(oracle_max_fails: u32, results: &[(usize, Result<Observation, PollError>
         monitor.handle_timeout(now);
         let mut id = None;
         while let Some(Action::Poll { id: poll, .. }) = monitor.poll_action(now) {
-            if poll.host == *host {
+            if poll.host.get() == *host {
                 id = Some(poll);
             } else {
                 // The other host answers as it did before, so only `host` changes.
                 let again = last[poll.host].clone();
                 monitor.handle_poll_result(poll, Ok(again.clone()), now);
                 oracle.record(&PollRecord {
-                    host: poll.host,
+                    host: poll.host.get(),
                     at_ms: 0,
                     elapsed_ms: 1,
                     result: Ok(again),
@@ -95,7 +96,7 @@ fn agreeing_answers_pass() {
 fn a_master_named_while_two_claim_it_is_caught_when_refusing() {
     // The monitor runs with host order and names db1 while both claim master; refusing, that is wrong.
     let (mut oracle, snapshot) = feed(2, &[(0, Ok(master(100))), (1, Ok(master(200)))]);
-    assert_eq!(snapshot.master, Some(0));
+    assert_eq!(snapshot.master, Some(HostIndex::new(0)));
     oracle.settings.policy = SplitBrainPolicy::Refuse;
     oracle.check_snapshot(10, &snapshot);
     assert!(
@@ -115,7 +116,7 @@ fn a_wrong_failure_count_is_caught() {
 #[test]
 fn a_master_other_than_decision_4_is_caught() {
     let (mut oracle, mut snapshot) = feed(2, &[(0, Ok(master(100))), (1, Ok(replica(100)))]);
-    snapshot.master = Some(1);
+    snapshot.master = Some(HostIndex::new(1));
     oracle.check_snapshot(10, &snapshot);
     let names: Vec<&str> = oracle.violations().iter().map(|v| v.invariant).collect();
     assert!(names.contains(&"/master names the host decision 4 elects"), "{names:?}");
@@ -186,8 +187,8 @@ fn read_your_writes_answers_behind_min_lsn_late_or_lost_to_the_master_are_caught
         wait_ms: 50,
         min_lsn: Lsn(500),
         timeline: 1,
-        at_once: Choice::Master(0),
-        answer: Ok(Choice::Replica(1)),
+        at_once: Choice::Master(HostIndex::new(0)),
+        answer: Ok(Choice::Replica(HostIndex::new(1))),
         satisfied: true,
         seen_lsn: Some(Lsn(500)),
         seen_timeline: Some(1),
@@ -197,7 +198,7 @@ fn read_your_writes_answers_behind_min_lsn_late_or_lost_to_the_master_are_caught
     // A fallback to the master at the deadline, and a replica whose history was rewound on a new timeline.
     oracle.check_read(&ReadRecord {
         answered_ms: 1_050,
-        answer: Ok(Choice::Master(0)),
+        answer: Ok(Choice::Master(HostIndex::new(0))),
         satisfied: false,
         ..good.clone()
     });
@@ -208,9 +209,14 @@ fn read_your_writes_answers_behind_min_lsn_late_or_lost_to_the_master_are_caught
         (ReadRecord { seen_lsn: Some(Lsn(499)), ..good.clone() }, "as pg-status saw it"),
         (ReadRecord { true_position: Some((Lsn(499), 1)), ..good.clone() }, "has truly replayed it"),
         (ReadRecord { answered_ms: 1_051, ..good.clone() }, "held longer than its wait_ms"),
-        (ReadRecord { answer: Ok(Choice::Master(0)), ..good.clone() }, "some replica satisfies"),
+        (ReadRecord { answer: Ok(Choice::Master(HostIndex::new(0))), ..good.clone() }, "some replica satisfies"),
         (
-            ReadRecord { at_once: Choice::Replica(1), answer: Ok(Choice::Nothing), satisfied: false, ..good.clone() },
+            ReadRecord {
+                at_once: Choice::Replica(HostIndex::new(1)),
+                answer: Ok(Choice::Nothing),
+                satisfied: false,
+                ..good.clone()
+            },
             "never loses a replica answer",
         ),
         (ReadRecord { answer: Err(503), ..good.clone() }, "names a host"),
