@@ -224,8 +224,8 @@ pub struct Selection {
     pub wanted: Wanted,
 }
 
-/// What a request needs: an answer now, a selection that the runtime may hold while replicas catch up, or
-/// the metrics.
+/// What a request needs: an answer now, a selection that the runtime may hold while replicas catch up, the
+/// `/hosts` document, or the metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Prepared {
     /// Answer with this.
@@ -235,6 +235,14 @@ pub enum Prepared {
     /// Answer with [`metrics::answer`] (`GET` or `HEAD /metrics`): it reads the poller's published
     /// [`metrics::Telemetry`] and the HTTP side's counters besides the snapshot.
     Metrics,
+    /// Answer with [`hosts_answer`] of the snapshot's [`Snapshot::hosts_json`] (`GET` or `HEAD /hosts`).
+    /// The document changes only with the snapshot, so a runtime may render it once per snapshot.
+    Hosts,
+}
+
+/// The `/hosts` answer carrying `document`, the [`Snapshot::hosts_json`] of the snapshot being answered from.
+pub fn hosts_answer(document: Arc<str>) -> Response {
+    Response::new(200, JSON, Body::Shared(document))
 }
 
 impl Selection {
@@ -283,12 +291,13 @@ pub fn handle(snapshot: &Snapshot, cursor: &mut Cursor, method: &str, target: &s
         Prepared::Respond(response) => response,
         Prepared::Select(selection) => selection.answer(snapshot, cursor).1,
         Prepared::Metrics => metrics::answer_unpublished(snapshot),
+        Prepared::Hosts => hosts_answer(snapshot.hosts_json().into()),
     }
 }
 
 /// Validates a request and answers everything that needs no host choice; selection routes come back as a
-/// [`Selection`] so the runtime can answer them at once or after a wait, and `/metrics` as
-/// [`Prepared::Metrics`].
+/// [`Selection`] so the runtime can answer them at once or after a wait, `/hosts` as [`Prepared::Hosts`]
+/// and `/metrics` as [`Prepared::Metrics`].
 pub fn prepare(snapshot: &Snapshot, method: &str, target: &str, accept: Option<&[u8]>) -> Prepared {
     let (path, query) = match target.split_once('?') {
         Some((path, query)) => (path, query),
@@ -314,7 +323,7 @@ pub fn prepare(snapshot: &Snapshot, method: &str, target: &str, accept: Option<&
             respond(Response::new(200, JSON, Body::Owned(format!("{{\"version\": \"{VERSION}\"}}"))))
         }
         Route::Version => respond(Response::new(200, TEXT, Body::Static(VERSION))),
-        Route::Hosts => respond(Response::new(200, JSON, Body::Shared(snapshot.hosts_json()))),
+        Route::Hosts => Prepared::Hosts,
         Route::Master => respond(master(snapshot, query, json)),
         Route::Status => respond(status(snapshot, query)),
         _ => match selection(snapshot, route, query, json) {

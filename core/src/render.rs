@@ -2,28 +2,24 @@
 //! (the log lines' too).
 
 use std::fmt::Write as _;
-use std::sync::Arc;
 
 use crate::observation::Role;
 use crate::snapshot::{Health, HostStatus, Snapshot};
 
 impl Snapshot {
-    /// The `/hosts` JSON document, rendered on first use and kept for the snapshot's lifetime.
-    pub fn hosts_json(&self) -> Arc<str> {
-        self.hosts_json
-            .get_or_init(|| {
-                let mut out = String::with_capacity(64 + self.hosts.len() * 200);
-                out.push('[');
-                for (i, h) in self.hosts.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write_host_json(&mut out, h, true);
-                }
-                out.push(']');
-                out.into()
-            })
-            .clone()
+    /// The `/hosts` JSON document. It depends on the snapshot alone, so a caller that answers many
+    /// requests from one snapshot may render it once and keep it (see [`crate::Prepared::Hosts`]).
+    pub fn hosts_json(&self) -> String {
+        let mut out = String::with_capacity(64 + self.hosts.len() * 200);
+        out.push('[');
+        for (i, h) in self.hosts.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            write_host_json(&mut out, h, true);
+        }
+        out.push(']');
+        out
     }
 
     /// The `/status` JSON document of one host.

@@ -3,7 +3,7 @@
 //! [`crate::lag`]'s, and the JSON documents [`crate::render`]'s.
 
 use std::fmt::Write as _;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::{ReplicaFallback, SplitBrainPolicy};
@@ -116,7 +116,6 @@ pub struct Snapshot {
     master_lsn: Option<Lsn>,
     /// The elected master's newest WAL sample, whose arrival re-derives every replica.
     master_sample: Option<(Instant, Lsn)>,
-    pub(crate) hosts_json: OnceLock<Arc<str>>,
 }
 
 impl PartialEq for Snapshot {
@@ -176,7 +175,6 @@ impl Snapshot {
             settings,
             master_lsn: reference.lsn,
             master_sample: reference.history.last().copied(),
-            hosts_json: OnceLock::new(),
         }
     }
 
@@ -194,7 +192,6 @@ impl Snapshot {
         let master = elect_master(hosts, self.settings.split_brain);
         let reference = Reference::of(master, hosts, times);
         self.ready = ready;
-        self.hosts_json = OnceLock::new();
         if master != self.master
             || reference.lsn != self.master_lsn
             || reference.history.last() != self.master_sample.as_ref()

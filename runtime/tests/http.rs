@@ -446,6 +446,26 @@ fn shutdown_waits_for_a_request_in_progress() {
 }
 
 #[test]
+fn the_host_list_follows_every_new_snapshot() {
+    let server = Server::start(Limits::default());
+    let mut stream = server.connect();
+    // The replay position of db2 in a fresh /hosts answer.
+    let mut db2_position = || {
+        stream.write_all(get("/hosts").as_bytes()).unwrap();
+        let response = read_responses(&mut stream, 1, false).remove(0);
+        assert_eq!((response.status, response.header("content-type")), (200, Some("application/json")));
+        let hosts: serde_json::Value = serde_json::from_slice(&response.body).expect("a JSON host list");
+        hosts[1]["lsn"].as_str().expect("db2 has a position").to_owned()
+    };
+    assert_eq!(db2_position(), "0/3000060");
+    assert_eq!(db2_position(), "0/3000060", "asked again of the same snapshot");
+    for replayed in ["0/3000000", "0/3000010", "0/3000060"] {
+        server.published.store(snapshot_replayed(replayed));
+        assert_eq!(db2_position(), replayed, "/hosts after publishing db2 at {replayed}");
+    }
+}
+
+#[test]
 fn min_lsn_request_waits_for_a_replica_to_catch_up() {
     let server = Server::start(Limits::default());
     server.published.store(snapshot_replayed("0/3000000"));

@@ -141,8 +141,8 @@ pub async fn run<C: Clock>(
         let issued_ms = now_ms();
         let selection = match http::prepare(&snapshot, "GET", &target, None) {
             Prepared::Select(selection) => selection,
-            // A replica route is never the metrics.
-            Prepared::Metrics => continue,
+            // A replica route is neither the metrics nor the host list.
+            Prepared::Metrics | Prepared::Hosts => continue,
             Prepared::Respond(response) => {
                 records.borrow_mut().push(ReadRecord {
                     issued_ms,

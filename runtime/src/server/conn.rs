@@ -20,7 +20,7 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 
 use super::client::Client;
-use super::respond::{self, Plan};
+use super::respond::Plan;
 use super::OpenGuard;
 use crate::clock::{Clock, TokioClock};
 
@@ -284,30 +284,21 @@ pub(super) async fn serve(socket: Client, guard: OpenGuard) {
     let handler = shared.clone();
     let held = activity.clone();
     let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-        if let Some(refused) = respond::bad_host(&request, &handler.counters) {
+        if let Some(refused) = handler.answers.bad_host(&request) {
             return Answer::Now(Some(refused));
         }
-        let answer =
-            match respond::plan(&handler.published, &handler.cursor, &handler.counters, &handler.logger, &request) {
-                Plan::Now(response) => Answer::Now(Some(response)),
-                Plan::Wait(selection) => {
-                    let holding = Holding::new(&held);
-                    let shared = handler.clone();
-                    Answer::Later(Box::pin(async move {
-                        let response = respond::wait(
-                            &shared.published,
-                            &shared.cursor,
-                            &shared.counters,
-                            &shared.logger,
-                            selection,
-                        )
-                        .await;
-                        drop(holding);
-                        response
-                    }))
-                }
-            };
-        answer
+        match handler.answers.plan(&request) {
+            Plan::Now(response) => Answer::Now(Some(response)),
+            Plan::Wait(selection) => {
+                let holding = Holding::new(&held);
+                let shared = handler.clone();
+                Answer::Later(Box::pin(async move {
+                    let response = shared.answers.wait(selection).await;
+                    drop(holding);
+                    response
+                }))
+            }
+        }
     });
     let mut connection = pin!(shared.http.serve_connection(io, service));
     // One watchdog for the whole life of the connection, so a request stalled before shutdown is not given

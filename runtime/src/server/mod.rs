@@ -30,11 +30,11 @@ use std::time::{Duration, Instant};
 use event_listener::Event;
 use futures_lite::future;
 use hyper::server::conn::http1;
-use pg_status_core::metrics::HttpCounters;
 use tokio::io::unix::AsyncFd;
 
 use self::client::Client;
 use self::listen::{SocketFile, UnixSocket};
+use self::respond::Answers;
 use crate::clock::{Clock, TokioClock};
 use crate::process::log::Logger;
 use crate::publish::Published;
@@ -79,11 +79,8 @@ const MIN_HEADER_BYTES: usize = 8192;
 
 /// State shared by the accept loop and every connection of the HTTP thread.
 struct Shared {
-    published: Arc<Published>,
-    /// The round-robin position shared by every route and connection.
-    cursor: Cell<usize>,
-    /// Answers counted by route and status, for `/metrics` (every connection is served on this thread).
-    counters: RefCell<HttpCounters>,
+    /// What requests are answered from, and the state answering them shares.
+    answers: Answers,
     http: http1::Builder,
     limits: Limits,
     /// Connections currently open.
@@ -97,8 +94,6 @@ struct Shared {
     /// Set, and `shutdown` notified, when the server stops.
     closing: Cell<bool>,
     shutdown: Event,
-    /// For debug lines about requests.
-    logger: Logger,
 }
 
 /// The open connections' activity, in slots that closed connections free for new ones.
@@ -236,9 +231,7 @@ impl HttpServer {
             // answer to an oversized head (its bytes stay in the buffer).
             .max_buf_size(limits.max_header_bytes.max(MIN_HEADER_BYTES));
         let shared = Rc::new(Shared {
-            published,
-            cursor: Cell::new(0),
-            counters: RefCell::new(HttpCounters::default()),
+            answers: Answers::new(published, logger),
             http,
             limits,
             open: Cell::new(0),
@@ -247,7 +240,6 @@ impl HttpServer {
             closed: Event::new(),
             closing: Cell::new(false),
             shutdown: Event::new(),
-            logger,
         });
         if let Some(listener) = &tcp {
             // Answers are small and must go out at once. Accepted sockets inherit the option from the

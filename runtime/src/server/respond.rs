@@ -2,7 +2,7 @@
 //! `min_lsn` request after its wait (`wait_ms`).
 
 use std::cell::{Cell, RefCell};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -28,73 +28,102 @@ pub(crate) enum Plan {
     Wait(Selection),
 }
 
-/// Decides how to answer `request` from what `published` holds; `cursor` is the round-robin position of every
-/// connection. Answers given now are counted in `counters` (a held request is counted by [`wait`]).
-pub(crate) fn plan<B>(
-    published: &Published,
-    cursor: &Cell<usize>,
-    counters: &RefCell<HttpCounters>,
-    logger: &Logger,
-    request: &Request<B>,
-) -> Plan {
-    let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let accept = request.headers().get(ACCEPT).map(HeaderValue::as_bytes);
-    let snapshot = &*published.load();
-    let response = match http::prepare(snapshot, request.method().as_str(), target, accept) {
-        Prepared::Respond(response) => response,
-        Prepared::Metrics => metrics::answer(snapshot, published, counters),
-        Prepared::Select(selection) if selection.answer_now(snapshot) => {
-            let (choice, response) = answer(&selection, snapshot, cursor);
-            log_fallback(logger, snapshot, target, choice);
-            response
-        }
-        Prepared::Select(selection) => return Plan::Wait(selection),
-    };
-    counters.borrow_mut().record(Route::from_path(request.uri().path()), response.status);
-    Plan::Now(convert(response))
+/// What every connection of the HTTP thread answers from and shares: the published snapshot, the round-robin
+/// position, the answers counted for `/metrics`, and the `/hosts` document of the current snapshot.
+pub(crate) struct Answers {
+    published: Arc<Published>,
+    /// The round-robin position shared by every route and connection.
+    cursor: Cell<usize>,
+    /// Answers counted by route and status (every connection is served on this thread).
+    counters: RefCell<HttpCounters>,
+    /// The `/hosts` document and the snapshot it was rendered from, so a stream of `/hosts` requests renders
+    /// it once per snapshot. Weak: an old snapshot is not kept alive for it, and while the weak reference
+    /// lives its allocation cannot be reused by a newer snapshot, so the address identifies the snapshot.
+    hosts: RefCell<Option<(Weak<Snapshot>, Arc<str>)>>,
+    /// For debug lines about requests.
+    logger: Logger,
 }
 
-/// The answer to a request that RFC 9112 (section 3.2) requires a server to refuse: HTTP/1.1 without exactly
-/// one `Host` header. `None` for every other request. Counted like any other answer.
-pub(crate) fn bad_host<B>(
-    request: &Request<B>,
-    counters: &RefCell<HttpCounters>,
-) -> Option<hyper::Response<Full<Bytes>>> {
-    if request.version() != hyper::Version::HTTP_11 || request.headers().get_all(HOST).iter().count() == 1 {
-        return None;
+impl Answers {
+    /// Answers from what `published` holds, logging through `logger`; nothing counted yet.
+    pub(crate) fn new(published: Arc<Published>, logger: Logger) -> Answers {
+        Answers {
+            published,
+            cursor: Cell::new(0),
+            counters: RefCell::new(HttpCounters::default()),
+            hosts: RefCell::new(None),
+            logger,
+        }
     }
-    counters.borrow_mut().record(Route::from_path(request.uri().path()), 400);
-    let mut out = hyper::Response::new(Full::new(Bytes::from_static(BAD_HOST.as_bytes())));
-    *out.status_mut() = StatusCode::BAD_REQUEST;
-    out.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Some(out)
+
+    /// Decides how to answer `request` from the current snapshot. Answers given now are counted (a held
+    /// request is counted by [`Answers::wait`]).
+    pub(crate) fn plan<B>(&self, request: &Request<B>) -> Plan {
+        let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        let accept = request.headers().get(ACCEPT).map(HeaderValue::as_bytes);
+        let current = self.published.load();
+        let snapshot = &**current;
+        let response = match http::prepare(snapshot, request.method().as_str(), target, accept) {
+            Prepared::Respond(response) => response,
+            Prepared::Metrics => metrics::answer(snapshot, &self.published, &self.counters),
+            Prepared::Hosts => http::hosts_answer(self.hosts_document(&current)),
+            Prepared::Select(selection) if selection.answer_now(snapshot) => {
+                let (choice, response) = self.answer(&selection, snapshot);
+                log_fallback(&self.logger, snapshot, target, choice);
+                response
+            }
+            Prepared::Select(selection) => return Plan::Wait(selection),
+        };
+        self.counters.borrow_mut().record(Route::from_path(request.uri().path()), response.status);
+        Plan::Now(convert(response))
+    }
+
+    /// The answer to a request that RFC 9112 (section 3.2) requires a server to refuse: HTTP/1.1 without
+    /// exactly one `Host` header. `None` for every other request. Counted like any other answer.
+    pub(crate) fn bad_host<B>(&self, request: &Request<B>) -> Option<hyper::Response<Full<Bytes>>> {
+        if request.version() != hyper::Version::HTTP_11 || request.headers().get_all(HOST).iter().count() == 1 {
+            return None;
+        }
+        self.counters.borrow_mut().record(Route::from_path(request.uri().path()), 400);
+        let mut out = hyper::Response::new(Full::new(Bytes::from_static(BAD_HOST.as_bytes())));
+        *out.status_mut() = StatusCode::BAD_REQUEST;
+        out.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        Some(out)
+    }
+
+    /// Waits until a snapshot satisfies `selection` or its `wait_ms` runs out (see [`wait::for_replica`]),
+    /// then answers from the latest one and counts the answer.
+    pub(crate) async fn wait(&self, selection: Selection) -> hyper::Response<Full<Bytes>> {
+        let snapshot = wait::for_replica(&TokioClock, &self.published, &selection).await;
+        let (choice, response) = self.answer(&selection, &snapshot);
+        log_fallback(&self.logger, &snapshot, selection.route.path(), choice);
+        self.counters.borrow_mut().record(Some(selection.route), response.status);
+        convert(response)
+    }
+
+    /// Answers `selection` with the round-robin position every connection of this thread shares.
+    fn answer(&self, selection: &Selection, snapshot: &Snapshot) -> (Choice, Response) {
+        let mut position = self.cursor.get();
+        let answered = selection.answer(snapshot, &mut position);
+        self.cursor.set(position);
+        answered
+    }
+
+    /// The `/hosts` document of `snapshot`, rendered at its first `/hosts` request.
+    fn hosts_document(&self, snapshot: &Arc<Snapshot>) -> Arc<str> {
+        let mut kept = self.hosts.borrow_mut();
+        if let Some((from, document)) = &*kept {
+            if std::ptr::eq(from.as_ptr(), Arc::as_ptr(snapshot)) {
+                return document.clone();
+            }
+        }
+        let document: Arc<str> = snapshot.hosts_json().into();
+        *kept = Some((Arc::downgrade(snapshot), document.clone()));
+        document
+    }
 }
 
 const BAD_HOST: &str = r#"{"error_text": "HTTP/1.1 requests need exactly one Host header"}"#;
-
-/// Waits until a snapshot satisfies `selection` or its `wait_ms` runs out (see [`wait::for_replica`]), then
-/// answers from the latest one and counts the answer.
-pub(crate) async fn wait(
-    published: &Published,
-    cursor: &Cell<usize>,
-    counters: &RefCell<HttpCounters>,
-    logger: &Logger,
-    selection: Selection,
-) -> hyper::Response<Full<Bytes>> {
-    let snapshot = wait::for_replica(&TokioClock, published, &selection).await;
-    let (choice, response) = answer(&selection, &snapshot, cursor);
-    log_fallback(logger, &snapshot, selection.route.path(), choice);
-    counters.borrow_mut().record(Some(selection.route), response.status);
-    convert(response)
-}
-
-/// Answers `selection` with the round-robin position every connection of this thread shares.
-fn answer(selection: &Selection, snapshot: &Snapshot, cursor: &Cell<usize>) -> (Choice, Response) {
-    let mut position = cursor.get();
-    let answered = selection.answer(snapshot, &mut position);
-    cursor.set(position);
-    answered
-}
 
 /// At debug level, says when a replica route found no matching replica and answered the master or nothing.
 fn log_fallback(logger: &Logger, snapshot: &Snapshot, target: &str, choice: Choice) {
