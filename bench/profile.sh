@@ -49,28 +49,33 @@ wait_ready() {
     exit 1
 }
 
-case "$what" in
-idle)
-    fake_hosts 3 120
-    valgrind --tool=massif --detailed-freq=1 --threshold=0.5 --massif-out-file="$out/massif-idle.out" \
+# pg-status under massif, its profile named for the case ($1), until stop_massif prints it.
+start_massif() {
+    valgrind --tool=massif --detailed-freq=1 --threshold=0.5 --massif-out-file="$out/massif-$1.out" \
         "$target_dir/release/pg-status" >/dev/null 2>&1 &
     pg_pid=$!
     wait_ready
-    "$bench" idle-clients "127.0.0.1:$port" 2000 5
+}
+
+stop_massif() {
     kill -TERM "$pg_pid"; wait "$pg_pid" || true; pg_pid=""
-    ms_print --threshold=2 "$out/massif-idle.out" > "$out/massif-idle.txt"
+    ms_print --threshold=2 "$out/massif-$1.out" > "$out/massif-$1.txt"
+}
+
+case "$what" in
+idle)
+    fake_hosts 3 120
+    start_massif idle
+    "$bench" idle-clients "127.0.0.1:$port" 2000 5
+    stop_massif idle
     echo "heap at the peak (2,000 idle connections), by allocation site: $out/massif-idle.txt"
     grep -A40 "(peak)" "$out/massif-idle.txt" | head -5 || true
     ;;
 polling)
     fake_hosts 1000 120
-    valgrind --tool=massif --detailed-freq=1 --threshold=0.5 --massif-out-file="$out/massif-polling.out" \
-        "$target_dir/release/pg-status" >/dev/null 2>&1 &
-    pg_pid=$!
-    wait_ready
+    start_massif polling
     sleep 20
-    kill -TERM "$pg_pid"; wait "$pg_pid" || true; pg_pid=""
-    ms_print --threshold=2 "$out/massif-polling.out" > "$out/massif-polling.txt"
+    stop_massif polling
     echo "heap while polling 1,000 hosts, by allocation site: $out/massif-polling.txt"
     ;;
 http)

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use pg_status_tests::{PgStatus, PgStatusBuilder};
 
 use crate::error::{Error, Result};
-use crate::failover::{promoted_at, watch_promotion};
+use crate::failover::{promoted_at, wait_master, watch_promotion};
 use crate::report::{ms, progress, Report};
 use crate::{Ctx, Target};
 
@@ -93,17 +93,7 @@ fn round(ctx: &Ctx, fast_sleep_ms: u64, number: usize) -> Result<Round> {
     let watcher = watch_promotion(cluster.node(1), WAIT)?;
     cluster.node(1).signal_promote()?;
     let promoted = promoted_at(watcher)?;
-    let started = Instant::now();
-    let switched = loop {
-        let r = pg.get("/master")?;
-        if r.status == 200 && r.text() == names[1] {
-            break Instant::now();
-        }
-        if started.elapsed() > WAIT {
-            return Err(Error::Unexpected(format!("/master still answers {r} after {WAIT:?}")));
-        }
-        std::thread::sleep(PROBE_EVERY);
-    };
+    let switched = wait_master(&pg, &names[1], WAIT, PROBE_EVERY)?;
     let line = pg.stdout().wait_for_line_after(mark, &format!("{}: master", names[1]), WAIT)?.1.at;
     Ok(Round {
         replica_out,

@@ -34,13 +34,29 @@ struct Round {
     poll_rtt: Duration,
 }
 
-fn alive(pg: &PgStatus, host: &str) -> Result<Option<bool>> {
+/// The boolean field `flag` (`alive`, `possible_dead`, ...) of `host` in a fresh `/hosts` answer.
+pub(crate) fn host_flag(pg: &PgStatus, host: &str, flag: &str) -> Result<Option<bool>> {
     let hosts = pg.hosts()?;
     Ok(hosts
         .iter()
         .find(|h| h.get("host").and_then(|v| v.as_str()) == Some(host))
-        .and_then(|h| h.get("alive"))
+        .and_then(|h| h.get(flag))
         .and_then(|v| v.as_bool()))
+}
+
+/// Asks `/master` every `every` until it names `host`, for at most `wait`; returns when it first did.
+pub(crate) fn wait_master(pg: &PgStatus, host: &str, wait: Duration, every: Duration) -> Result<Instant> {
+    let started = Instant::now();
+    loop {
+        let r = pg.get("/master")?;
+        if r.status == 200 && r.text() == host {
+            return Ok(Instant::now());
+        }
+        if started.elapsed() > wait {
+            return Err(Error::Unexpected(format!("/master still answers {r} after {wait:?}")));
+        }
+        std::thread::sleep(every);
+    }
 }
 
 /// Waits (bounded) for the first moment `/hosts` shows `host` as not alive; returns when it saw it.
@@ -52,7 +68,7 @@ fn wait_not_alive(pg: &PgStatus, hosts: &[&str]) -> Result<Vec<Instant>> {
             return Err(Error::Unexpected(format!("{hosts:?} still alive in /hosts after {WAIT:?}")));
         }
         for (i, host) in hosts.iter().enumerate() {
-            if seen[i].is_none() && alive(pg, host)? == Some(false) {
+            if seen[i].is_none() && host_flag(pg, host, "alive")? == Some(false) {
                 seen[i] = Some(Instant::now());
             }
         }
@@ -132,17 +148,7 @@ fn round(ctx: &Ctx, number: usize) -> Result<Round> {
     let promote_started = Instant::now();
     cluster.node(1).promote()?;
     let promoted = promoted_at(watcher)?;
-    let started = Instant::now();
-    let switched = loop {
-        let r = pg.get("/master")?;
-        if r.status == 200 && r.text() == names[1] {
-            break Instant::now();
-        }
-        if started.elapsed() > WAIT {
-            return Err(Error::Unexpected(format!("/master still answers {r} after {WAIT:?}")));
-        }
-        std::thread::sleep(PROBE_EVERY);
-    };
+    let switched = wait_master(&pg, &names[1], WAIT, PROBE_EVERY)?;
     let master_line = line_at(from, &names[1], "master")?;
     let rtt = poll_rtt(&cluster, 1)?;
     Ok(Round {

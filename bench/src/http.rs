@@ -164,117 +164,47 @@ pub fn run(ctx: &Ctx, cluster: &Cluster, report: &mut Report) -> Result<Vec<Targ
     let mut rows = Vec::new();
     let mut targets = Vec::new();
     for point in points(&lsn) {
-        let mut ours = Vec::new();
-        let mut theirs = Vec::new();
-        for round in 0..o.rounds {
-            progress(format!("{} (round {}/{})", point.name, round + 1, o.rounds));
-            // Alternate who goes first, so a slow drift of the machine's load favours neither.
-            let order = if round % 2 == 0 { [true, false] } else { [false, true] };
-            for is_ours in order {
-                let (addr, pid) = if is_ours { (pg.addr(), pg.pid()) } else { (nginx.addr(), nginx_worker) };
-                if let Some(result) = measure(&tools, &point, addr, pid)? {
-                    if is_ours {
-                        ours.push(result);
-                    } else {
-                        theirs.push(result);
-                    }
-                }
-            }
-        }
+        let (ours, theirs) = alternate(point.name, o.rounds, |is_ours| {
+            let (addr, pid) = if is_ours { (pg.addr(), pg.pid()) } else { (nginx.addr(), nginx_worker) };
+            measure(&tools, &point, addr, pid)
+        })?;
         let (Some(a), Some(b)) = (report::median_by(&ours, |r| r.rps), report::median_by(&theirs, |r| r.rps)) else {
             let mut row = vec![point.name.to_owned(), "skipped: oha is not installed".to_owned()];
             row.resize(10, String::new());
             rows.push(row);
             continue;
         };
-        let ratio = if b.rps > 0.0 { a.rps / b.rps } else { 0.0 };
-        let faults = |r: &LoadResult| {
-            if r.non_2xx + r.errors == 0 {
-                String::new()
-            } else {
-                format!(" ({} non-2xx, {} errors)", r.non_2xx, r.errors)
-            }
-        };
-        let cpu = |r: &LoadResult| r.cpu_us_per_request().map_or("-".to_owned(), |us| format!("{us:.1} us"));
-        let cpu_ratio = match (a.cpu_us_per_request(), b.cpu_us_per_request()) {
-            (Some(x), Some(y)) if x > 0.0 => format!("{:.2}", y / x),
-            _ => "-".into(),
-        };
-        rows.push(vec![
-            point.name.to_owned(),
-            format!("{}{}", rate(a.rps), faults(&a)),
-            ms(a.p50),
-            ms(a.p99),
-            cpu(&a),
-            format!("{}{}", rate(b.rps), faults(&b)),
-            ms(b.p99),
-            cpu(&b),
-            format!("{ratio:.2}"),
-            cpu_ratio.clone(),
-        ]);
+        let compared = Compared::of(&a, &b);
+        rows.push(compared.row(point.name.to_owned(), &a, &b));
         if let Some(want) = point.target_ratio {
             // Met only when both ratios reach the target: on a quiet machine each server saturates its core and
             // the two agree; on a busy one the requests/s ratio mostly measures who got the core.
-            let cpu_met = match (a.cpu_us_per_request(), b.cpu_us_per_request()) {
-                (Some(x), Some(y)) if x > 0.0 => y / x >= want,
-                _ => true,
-            };
+            let cpu_met = compared.cpu.is_none_or(|cpu| cpu >= want);
             targets.push(Target::new(
                 format!("{}: >= {want} x nginx (req/s and CPU per request)", point.name),
-                format!("req/s ratio {ratio:.2} ({} vs {}), CPU ratio {cpu_ratio}", rate(a.rps), rate(b.rps)),
-                ratio >= want && cpu_met,
+                format!(
+                    "req/s ratio {:.2} ({} vs {}), CPU ratio {}",
+                    compared.rps,
+                    rate(a.rps),
+                    rate(b.rps),
+                    compared.cpu_text()
+                ),
+                compared.rps >= want && cpu_met,
             ));
         }
     }
     // The Unix socket: wrk speaks TCP only, so the driver's own client (one blocking keep-alive connection
     // per thread, all on the load core) asks both servers.
-    {
-        let name = "/master over the Unix socket, keep-alive (own client)";
-        let mut ours = Vec::new();
-        let mut theirs = Vec::new();
-        for round in 0..o.rounds {
-            progress(format!("{name} (round {}/{})", round + 1, o.rounds));
-            let order = if round % 2 == 0 { [true, false] } else { [false, true] };
-            for is_ours in order {
-                let (socket, pid) =
-                    if is_ours { (pg_socket.clone(), pg.pid()) } else { (nginx.unix_path(), nginx_worker) };
-                let before = procfs::cpu_time(pid)?;
-                let result = unixload::run(&socket, "/master", UNIX_CONNECTIONS, o.duration, LOAD_CORE)?;
-                let used = procfs::cpu_time(pid)?.since(&before);
-                let result = LoadResult { server_cpu: Some(std::time::Duration::from_nanos(used.sched_ns)), ..result };
-                if is_ours {
-                    ours.push(result);
-                } else {
-                    theirs.push(result);
-                }
-            }
-        }
-        if let (Some(a), Some(b)) = (report::median_by(&ours, |r| r.rps), report::median_by(&theirs, |r| r.rps)) {
-            let cpu = |r: &LoadResult| r.cpu_us_per_request().map_or("-".to_owned(), |us| format!("{us:.1} us"));
-            let cpu_ratio = match (a.cpu_us_per_request(), b.cpu_us_per_request()) {
-                (Some(x), Some(y)) if x > 0.0 => format!("{:.2}", y / x),
-                _ => "-".into(),
-            };
-            let faults = |r: &LoadResult| {
-                if r.non_2xx + r.errors == 0 {
-                    String::new()
-                } else {
-                    format!(" ({} non-2xx, {} errors)", r.non_2xx, r.errors)
-                }
-            };
-            rows.push(vec![
-                format!("{name}, {UNIX_CONNECTIONS} connections"),
-                format!("{}{}", rate(a.rps), faults(&a)),
-                ms(a.p50),
-                ms(a.p99),
-                cpu(&a),
-                format!("{}{}", rate(b.rps), faults(&b)),
-                ms(b.p99),
-                cpu(&b),
-                format!("{:.2}", if b.rps > 0.0 { a.rps / b.rps } else { 0.0 }),
-                cpu_ratio,
-            ]);
-        }
+    let name = "/master over the Unix socket, keep-alive (own client)";
+    let (ours, theirs) = alternate(name, o.rounds, |is_ours| {
+        let (socket, pid) = if is_ours { (pg_socket.clone(), pg.pid()) } else { (nginx.unix_path(), nginx_worker) };
+        let before = procfs::cpu_time(pid)?;
+        let result = unixload::run(&socket, "/master", UNIX_CONNECTIONS, o.duration, LOAD_CORE)?;
+        let used = procfs::cpu_time(pid)?.since(&before);
+        Ok(Some(LoadResult { server_cpu: Some(std::time::Duration::from_nanos(used.sched_ns)), ..result }))
+    })?;
+    if let (Some(a), Some(b)) = (report::median_by(&ours, |r| r.rps), report::median_by(&theirs, |r| r.rps)) {
+        rows.push(Compared::of(&a, &b).row(format!("{name}, {UNIX_CONNECTIONS} connections"), &a, &b));
     }
     let (peak_rss, peak_threads) = sampler.finish();
     let syscalls = match tools::which("strace") {
@@ -341,4 +271,75 @@ pub fn run(ctx: &Ctx, cluster: &Cluster, report: &mut Report) -> Result<Vec<Targ
     ));
     report.line("");
     Ok(targets)
+}
+
+/// Runs `measure` for pg-status (`true`) and nginx (`false`) in each of `rounds` rounds, alternating who goes
+/// first so a slow drift of the machine's load favours neither; returns each side's results.
+fn alternate(
+    name: &str,
+    rounds: usize,
+    mut measure: impl FnMut(bool) -> Result<Option<LoadResult>>,
+) -> Result<(Vec<LoadResult>, Vec<LoadResult>)> {
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        progress(format!("{name} (round {}/{rounds})", round + 1));
+        let order = if round % 2 == 0 { [true, false] } else { [false, true] };
+        for is_ours in order {
+            if let Some(result) = measure(is_ours)? {
+                if is_ours {
+                    ours.push(result);
+                } else {
+                    theirs.push(result);
+                }
+            }
+        }
+    }
+    Ok((ours, theirs))
+}
+
+/// pg-status next to nginx at one load point: how many times nginx's requests per second it served, and how
+/// many times less CPU per request it used (when both were measured).
+struct Compared {
+    rps: f64,
+    cpu: Option<f64>,
+}
+
+impl Compared {
+    /// The ratios of pg-status's result `ours` to nginx's `theirs`.
+    fn of(ours: &LoadResult, theirs: &LoadResult) -> Compared {
+        let rps = if theirs.rps > 0.0 { ours.rps / theirs.rps } else { 0.0 };
+        let cpu = match (ours.cpu_us_per_request(), theirs.cpu_us_per_request()) {
+            (Some(x), Some(y)) if x > 0.0 => Some(y / x),
+            _ => None,
+        };
+        Compared { rps, cpu }
+    }
+
+    fn cpu_text(&self) -> String {
+        self.cpu.map_or("-".into(), |r| format!("{r:.2}"))
+    }
+
+    /// The table row named `name`: each side's rate (with failures), latency and CPU, then both ratios.
+    fn row(&self, name: String, ours: &LoadResult, theirs: &LoadResult) -> Vec<String> {
+        let faults = |r: &LoadResult| {
+            if r.non_2xx + r.errors == 0 {
+                String::new()
+            } else {
+                format!(" ({} non-2xx, {} errors)", r.non_2xx, r.errors)
+            }
+        };
+        let cpu = |r: &LoadResult| r.cpu_us_per_request().map_or("-".to_owned(), |us| format!("{us:.1} us"));
+        vec![
+            name,
+            format!("{}{}", rate(ours.rps), faults(ours)),
+            ms(ours.p50),
+            ms(ours.p99),
+            cpu(ours),
+            format!("{}{}", rate(theirs.rps), faults(theirs)),
+            ms(theirs.p99),
+            cpu(theirs),
+            format!("{:.2}", self.rps),
+            self.cpu_text(),
+        ]
+    }
 }
