@@ -1,6 +1,6 @@
 //! The immutable view of all hosts that request handlers answer from, and how it is derived from the latest
-//! observations and kept up to date; the master's election is [`crate::election`]'s, a replica's lag
-//! [`crate::lag`]'s, and the JSON documents [`crate::render`]'s.
+//! observations and kept up to date; the master's election is `election`'s, a replica's lag
+//! `lag`'s, and the JSON documents [`crate::render`]'s.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
