@@ -8,14 +8,14 @@ use crate::lsn::Lsn;
 /// roles.
 macro_rules! shared_columns {
     () => {
-        "SELECT pg_catalog.pg_is_in_recovery(), \
-CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL ELSE pg_catalog.pg_current_wal_lsn() END, \
+        "select pg_catalog.pg_is_in_recovery(), \
+case when pg_catalog.pg_is_in_recovery() then null else pg_catalog.pg_current_wal_lsn() end, \
 pg_catalog.pg_last_wal_receive_lsn(), \
 pg_catalog.pg_last_wal_replay_lsn(), \
-CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.floor(pg_catalog.date_part('epoch', \
-pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.pg_last_xact_replay_timestamp()) \
-OPERATOR(pg_catalog.*) 1000)::pg_catalog.int8 END, \
-CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL ELSE pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()) END"
+case when pg_catalog.pg_is_in_recovery() then pg_catalog.floor(pg_catalog.date_part('epoch', \
+pg_catalog.now() operator(pg_catalog.-) pg_catalog.pg_last_xact_replay_timestamp()) \
+operator(pg_catalog.*) 1000)::pg_catalog.int8 end, \
+case when pg_catalog.pg_is_in_recovery() then null else pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()) end"
     };
 }
 
@@ -31,8 +31,8 @@ CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL ELSE pg_catalog.pg_walfile_na
 /// for the whole query, even on a master: privileges are checked when the query is planned.
 pub const POLL_QUERY: &str = concat!(
     shared_columns!(),
-    ", w.pid, w.received_tli, w.latest_end_lsn FROM (SELECT) AS one LEFT JOIN \
-(SELECT pid, received_tli, latest_end_lsn FROM pg_catalog.pg_stat_wal_receiver LIMIT 1) AS w ON true"
+    ", w.pid, w.received_tli, w.latest_end_lsn from (select) as one left join \
+(select pid, received_tli, latest_end_lsn from pg_catalog.pg_stat_wal_receiver limit 1) as w on true"
 );
 
 /// The poll query without `pg_stat_wal_receiver`, for a session whose role may not read that view: the first
