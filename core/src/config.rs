@@ -227,6 +227,32 @@ pub struct TlsConfig {
     pub key: Option<String>,
     /// `PGSSLCRL`: PEM certificate revocation list.
     pub crl: Option<String>,
+    /// Where libpq looks for the files no variable names: `$HOME/.postgresql`, when `HOME` is set.
+    pub default_dir: Option<String>,
+}
+
+impl TlsConfig {
+    /// The settings with libpq's default files filled in where no variable names a file and the default
+    /// exists (`exists` says which do): `root.crt` for `PGSSLROOTCERT`, `root.crl` for `PGSSLCRL`, and
+    /// `postgresql.crt` with `postgresql.key` when neither `PGSSLCERT` nor `PGSSLKEY` is given (the key
+    /// whether or not it exists, so a certificate without its key is an error naming the key).
+    pub fn with_default_files(&self, exists: impl Fn(&str) -> bool) -> TlsConfig {
+        let mut out = self.clone();
+        let Some(dir) = self.default_dir.as_deref() else { return out };
+        let default = |name: &str| {
+            let path = format!("{}/{name}", dir.trim_end_matches('/'));
+            exists(&path).then_some(path)
+        };
+        out.root_cert = out.root_cert.or_else(|| default("root.crt"));
+        out.crl = out.crl.or_else(|| default("root.crl"));
+        if out.cert.is_none() && out.key.is_none() {
+            if let Some(cert) = default("postgresql.crt") {
+                out.cert = Some(cert);
+                out.key = Some(format!("{}/postgresql.key", dir.trim_end_matches('/')));
+            }
+        }
+        out
+    }
 }
 
 /// Everything pg-status is told by its environment. `Debug` shows the password as `<hidden>`.
@@ -750,6 +776,10 @@ fn parse_tls(env: &BTreeMap<String, String>) -> Result<TlsConfig, ConfigError> {
         cert: path("PGSSLCERT"),
         key: path("PGSSLKEY"),
         crl: path("PGSSLCRL"),
+        // A HOME that could split a line is not used: the default files' paths appear in error lines.
+        default_dir: path("HOME")
+            .filter(|home| !home.chars().any(breaks_lines))
+            .map(|home| format!("{}/.postgresql", home.trim_end_matches('/'))),
     };
     if tls.cert.is_some() != tls.key.is_some() {
         let (var, value) = match (&tls.cert, &tls.key) {
@@ -862,6 +892,43 @@ mod tests {
         assert_eq!(c.replica_fallback, ReplicaFallback::Master);
         assert_eq!(c.tls.mode, SslMode::Prefer);
         assert!(c.warnings.is_empty());
+    }
+
+    #[test]
+    fn tls_files_fall_back_to_libpq_defaults_in_home() {
+        let c = cfg(&[("pg_status__hosts", "a"), ("HOME", "/home/app/")]).unwrap();
+        assert_eq!(c.tls.default_dir.as_deref(), Some("/home/app/.postgresql"));
+        let everything = |_: &str| true;
+        let resolved = c.tls.with_default_files(everything);
+        assert_eq!(resolved.root_cert.as_deref(), Some("/home/app/.postgresql/root.crt"));
+        assert_eq!(resolved.crl.as_deref(), Some("/home/app/.postgresql/root.crl"));
+        assert_eq!(resolved.cert.as_deref(), Some("/home/app/.postgresql/postgresql.crt"));
+        assert_eq!(resolved.key.as_deref(), Some("/home/app/.postgresql/postgresql.key"));
+
+        // Only files that exist are used; a certificate brings its key along, present or not.
+        let only_cert = c.tls.with_default_files(|p| p.ends_with("postgresql.crt"));
+        assert_eq!((only_cert.root_cert, only_cert.crl), (None, None));
+        assert_eq!(only_cert.key.as_deref(), Some("/home/app/.postgresql/postgresql.key"));
+
+        // Variables win over the defaults.
+        let named = cfg(&[
+            ("pg_status__hosts", "a"),
+            ("HOME", "/home/app"),
+            ("PGSSLROOTCERT", "/etc/ca.pem"),
+            ("PGSSLCERT", "/etc/c.pem"),
+            ("PGSSLKEY", "/etc/k.pem"),
+        ])
+        .unwrap()
+        .tls
+        .with_default_files(everything);
+        assert_eq!(named.root_cert.as_deref(), Some("/etc/ca.pem"));
+        assert_eq!((named.cert.as_deref(), named.key.as_deref()), (Some("/etc/c.pem"), Some("/etc/k.pem")));
+
+        // Without a usable HOME there are no defaults.
+        for vars in [vec![("pg_status__hosts", "a")], vec![("pg_status__hosts", "a"), ("HOME", "/x\n/y")]] {
+            let tls = cfg(&vars).unwrap().tls;
+            assert_eq!(tls.with_default_files(everything), tls);
+        }
     }
 
     #[test]

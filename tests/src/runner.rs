@@ -209,7 +209,8 @@ pub struct PgStatusBuilder {
 
 impl PgStatusBuilder {
     /// A builder for `binary`, listening on `127.0.0.1` and a free port. The test's own `pg_status__*` and
-    /// libpq `PG*` variables are not passed on.
+    /// libpq `PG*` variables are not passed on, nor `HOME` (libpq's default TLS files live below it, and a
+    /// machine's own `~/.postgresql` must not change a test): set it to test those defaults.
     pub fn new(binary: &Path) -> Result<PgStatusBuilder> {
         let http_port = free_port(Ipv4Addr::LOCALHOST)?;
         let mut builder = PgStatusBuilder { binary: binary.to_owned(), env: BTreeMap::new(), http_port };
@@ -256,7 +257,7 @@ impl PgStatusBuilder {
         let mut cmd = Command::new(&self.binary);
         for (name, _) in std::env::vars_os() {
             let Some(name) = name.to_str() else { continue };
-            if name.starts_with("pg_status__") || (name.starts_with("PG") && name != BINARY_ENV) {
+            if name.starts_with("pg_status__") || (name.starts_with("PG") && name != BINARY_ENV) || name == "HOME" {
                 cmd.env_remove(name);
             }
         }

@@ -248,6 +248,53 @@ fn tls_crl_rejects_a_revoked_server_certificate() {
     fails_with(&p, "Revoked");
 }
 
+#[test]
+fn tls_default_files_in_home_are_used_as_libpq_uses_them() {
+    let Some(t) = tls_cluster("tls_default_files_in_home_are_used_as_libpq_uses_them") else { return };
+    let home = tempfile::tempdir().expect("temp dir");
+    let dir = home.path().join(".postgresql");
+    std::fs::create_dir(&dir).expect("~/.postgresql");
+    let install = |from: &std::path::Path, name: &str| std::fs::copy(from, dir.join(name)).expect("copy");
+    let with_home = |mode: &str| t.builder().env("HOME", path(home.path())).env("PGSSLMODE", mode);
+
+    // No root.crt: the verifying modes have nothing to verify with and stop at start-up.
+    let (code, lines) = start_fails(with_home("verify-full"));
+    assert_eq!(code, Some(2), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("~/.postgresql/root.crt")), "{lines:?}");
+
+    // ~/.postgresql/root.crt stands in for PGSSLROOTCERT.
+    install(&t.files.ca().cert, "root.crt");
+    let p = with_home("verify-full").spawn().expect("spawn");
+    connects(&p, &t.host());
+    drop(p);
+
+    // ... also in require, which then checks the chain, as libpq does once the file exists.
+    let other = t.files.make_ca("other").expect("another CA");
+    install(&other.cert, "root.crt");
+    let p = with_home("require").spawn().expect("spawn");
+    fails_with(&p, "invalid peer certificate");
+    drop(p);
+    install(&t.files.ca().cert, "root.crt");
+
+    // ~/.postgresql/postgresql.crt and postgresql.key are the client certificate.
+    let client = t.files.client_cert(&t.files.ca(), "client", CLIENT_CERT_USER).expect("client certificate");
+    let as_client = || {
+        with_home("verify-full")
+            .env("pg_status__pg_user", CLIENT_CERT_USER)
+            .env("pg_status__pg_password", TLS_USER_PASSWORD)
+    };
+    let p = as_client().spawn().expect("spawn");
+    fails_with(&p, "requires a valid client certificate");
+    drop(p);
+    install(&client.cert, "postgresql.crt");
+    let (code, lines) = start_fails(as_client());
+    assert_eq!(code, Some(2), "a certificate without its key: {lines:?}");
+    assert!(lines.iter().any(|l| l.contains("PGSSLKEY") && l.contains("postgresql.key")), "{lines:?}");
+    install(&client.key, "postgresql.key");
+    let p = as_client().spawn().expect("spawn");
+    connects(&p, &t.host());
+}
+
 /// Runs the binary until it exits (it must, for a bad configuration) and returns its status and stderr.
 fn start_fails(builder: PgStatusBuilder) -> (Option<i32>, Vec<String>) {
     let mut p = builder.spawn().expect("spawn");

@@ -85,12 +85,14 @@ impl std::fmt::Debug for PgTls {
 }
 
 impl PgTls {
-    /// Reads and checks every file the settings name and builds the TLS configuration.
+    /// Reads and checks every file the settings name, or libpq's default file in `~/.postgresql` where they
+    /// name none ([`TlsConfig::with_default_files`]), and builds the TLS configuration.
     pub fn load(settings: &TlsConfig) -> Result<PgTls, TlsError> {
         let mode = settings.mode;
         if mode == SslMode::Disable {
             return Ok(PgTls { mode, client: None, broken: None });
         }
+        let settings = &settings.with_default_files(|path| std::path::Path::new(path).is_file());
         let provider = Arc::new(crypto::ring::default_provider());
         let roots = settings.root_cert.as_deref().map(|path| load_roots(path)).transpose()?;
         let crls = settings.crl.as_deref().map(|path| load_crls(path)).transpose()?;
@@ -98,7 +100,9 @@ impl PgTls {
             (SslMode::VerifyCa | SslMode::VerifyFull, None) => {
                 return Err(TlsError::Mode {
                     mode: mode.as_str(),
-                    reason: "PGSSLROOTCERT must name a PEM file of trusted root certificates".to_owned(),
+                    reason: "PGSSLROOTCERT must name a PEM file of trusted root certificates (or \
+                             ~/.postgresql/root.crt hold them)"
+                        .to_owned(),
                 })
             }
             // libpq checks the chain in every TLS mode once it has root certificates.
@@ -408,7 +412,7 @@ mod tests {
     use super::*;
 
     fn settings(mode: SslMode) -> TlsConfig {
-        TlsConfig { mode, root_cert: None, cert: None, key: None, crl: None }
+        TlsConfig { mode, root_cert: None, cert: None, key: None, crl: None, default_dir: None }
     }
 
     #[test]
