@@ -5,12 +5,13 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use common::{builder, settle, start_ready, Checks};
+use common::{bin, builder, settle, start_ready, Checks};
 use pg_status_tests::hostile::{HostileServer, Hostility};
 use pg_status_tests::pg::Writer;
-use pg_status_tests::{postgres_or_skip, procfs, Cluster, ClusterOptions};
+use pg_status_tests::{is_ci, postgres_or_skip, procfs, Cluster, ClusterOptions, PgStatusBuilder};
 
 #[test]
 fn hostile_hosts_never_blind_the_poller() {
@@ -92,4 +93,70 @@ fn hostile_hosts_never_blind_the_poller() {
         || format!("the notice flood's poll names the read limit; stderr: {:?}", &errors[..errors.len().min(10)]),
     );
     c.finish();
+}
+
+/// Names whose DNS server never answers hold a look-up thread each for the resolver's whole timeout (20 s
+/// here). They must not starve the names that resolve: a master written as a name stays the master.
+#[test]
+fn names_whose_dns_server_hangs_do_not_starve_the_other_hosts() {
+    let test = "names_whose_dns_server_hangs_do_not_starve_the_other_hosts";
+    let Some(bins) = postgres_or_skip(test) else { return };
+    if !private_mounts_work() {
+        assert!(!is_ci(), "{test}: needs root and mount namespaces (unshare -m) under CI");
+        eprintln!("!!! SKIPPING {test}: needs root and mount namespaces (unshare -m)");
+        return;
+    }
+    let cluster = Cluster::start(&bins, ClusterOptions::with_replicas(0)).expect("cluster");
+    let m = cluster.node(0);
+    // A DNS server that takes every query and never answers.
+    let dns = std::net::UdpSocket::bind("127.77.0.53:53").expect("bind the silent DNS server");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 127.77.0.53\noptions timeout:5 attempts:2\n").expect("resolv.conf");
+    let hosts_file = dir.path().join("hosts");
+    std::fs::write(&hosts_file, format!("127.0.0.1 localhost\n{} master.pg-status.test\n", m.host())).expect("hosts");
+    // pg-status in a mount namespace of its own that sees these two files; exec keeps its process id.
+    let wrapper = dir.path().join("pg-status-with-slow-dns");
+    let script = format!(
+        "#!/bin/sh\nexec unshare -m sh -c 'mount --bind {} /etc/resolv.conf && mount --bind {} /etc/hosts && exec {}'\n",
+        resolv.display(),
+        hosts_file.display(),
+        bin().display()
+    );
+    std::fs::write(&wrapper, script).expect("wrapper");
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+
+    // More slow names than the pool's four threads, listed before the master.
+    let mut hosts: Vec<(String, u16)> = (0..6).map(|i| (format!("slow{i}.pg-status.test"), m.port())).collect();
+    hosts.push(("master.pg-status.test".to_owned(), m.port()));
+    let builder = PgStatusBuilder::new(&wrapper).expect("builder").timing(200, 1000, 3).hosts(&hosts);
+    let p = start_ready(builder);
+    settle(&p, "/master", "master.pg-status.test");
+    let started = Instant::now();
+    let mut wrong = Vec::new();
+    while started.elapsed() < Duration::from_secs(5) {
+        match p.get("/master") {
+            Ok(r) if r.status == 200 && r.text() == "master.pg-status.test" => {}
+            other => wrong.push(format!("{:?} at {:?}", other.map(|r| r.to_string()), started.elapsed())),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(wrong.is_empty(), "/master named the master throughout: {wrong:?}\n{}", p.output_dump());
+    let threads = procfs::threads(p.pid()).expect("threads");
+    assert!(threads <= 16, "a thread per hanging name at most, and a few more: {threads}");
+    let failed: Vec<String> =
+        p.stderr().texts().into_iter().filter(|l| l.starts_with("master.pg-status.test: poll failed")).collect();
+    // Its first polls may wait behind the hanging look-ups until they count as hanging (STUCK, 0.5 s).
+    assert!(failed.len() <= 2, "the master's polls succeed once its name is known: {failed:?}");
+    drop(dns);
+}
+
+/// Whether this process may create a mount namespace and bind-mount in it (root, and a kernel that allows it).
+fn private_mounts_work() -> bool {
+    std::process::Command::new("unshare")
+        .args(["-m", "sh", "-c", "mount --bind /etc/hosts /etc/hosts"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }

@@ -224,7 +224,7 @@ fn tempfile_dir(what: &str) -> std::path::PathBuf {
 }
 
 #[test]
-fn names_that_do_not_resolve_fail_their_polls_on_a_few_threads() {
+fn names_that_do_not_resolve_fail_their_polls_on_a_bounded_number_of_threads() {
     // 300 names under the reserved .invalid domain (RFC 6761): none of them resolves.
     let names: Vec<String> = (0..300).map(|i| format!("no-such-host-{i}.invalid")).collect();
     let p = builder().env("pg_status__hosts", names.join(",")).spawn().expect("spawn");
@@ -243,8 +243,9 @@ fn names_that_do_not_resolve_fail_their_polls_on_a_few_threads() {
         peak = peak.max(pg_status_tests::procfs::threads(p.pid()).expect("threads"));
         std::thread::sleep(Duration::from_millis(50));
     }
-    // main (HTTP), poller, log writer, and the resolver pool of four.
-    assert!(peak <= 8, "threads stay few with 300 names that do not resolve: peak {peak}");
+    // main (HTTP), poller, log writer, and the resolver's threads: four, and up to 64 while look-ups hang (a
+    // resolver that takes its time over 300 names at once is such a case).
+    assert!(peak <= 4 + 64, "threads stay bounded with 300 names that do not resolve: peak {peak}");
     let failed = p.stderr().wait_for(0, "a failed poll of a name", Duration::from_secs(5), |l| {
         l.starts_with("no-such-host-") && l.contains("poll failed (connect)")
     });
