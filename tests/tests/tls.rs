@@ -262,6 +262,13 @@ fn tls_default_files_in_home_are_used_as_libpq_uses_them() {
     assert_eq!(code, Some(2), "{lines:?}");
     assert!(lines.iter().any(|l| l.contains("~/.postgresql/root.crt")), "{lines:?}");
 
+    // Something there that is not a file is refused, not passed over.
+    std::fs::create_dir(dir.join("root.crt")).expect("a directory");
+    let (code, lines) = start_fails(with_home("require"));
+    assert_eq!(code, Some(2), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("root.crt") && l.contains("not a regular file")), "{lines:?}");
+    std::fs::remove_dir(dir.join("root.crt")).expect("remove the directory");
+
     // ~/.postgresql/root.crt stands in for PGSSLROOTCERT.
     install(&t.files.ca().cert, "root.crt");
     let p = with_home("verify-full").spawn().expect("spawn");

@@ -92,7 +92,9 @@ impl PgTls {
         if mode == SslMode::Disable {
             return Ok(PgTls { mode, client: None, broken: None });
         }
-        let settings = &settings.with_default_files(|path| std::path::Path::new(path).is_file());
+        // Whatever is there counts, as for libpq's stat(): a directory or a FIFO then fails to load, loudly,
+        // instead of being passed over.
+        let settings = &settings.with_default_files(|path| std::fs::metadata(path).is_ok());
         let provider = Arc::new(crypto::ring::default_provider());
         let roots = settings.root_cert.as_deref().map(|path| load_roots(path)).transpose()?;
         let crls = settings.crl.as_deref().map(|path| load_crls(path)).transpose()?;
