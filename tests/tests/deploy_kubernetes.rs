@@ -16,6 +16,11 @@ const MANIFESTS: [&str; 2] = ["deploy/kubernetes/deployment.yaml", "deploy/kuber
 /// Measured peak resident memory of pg-status under HTTP load with 3 hosts (README, Performance), in MiB.
 const MEASURED_PEAK_MIB: f64 = 5.7;
 
+/// The most connections pg-status serves at once, and the measured memory of one that holds a partial request
+/// (the costliest kind), in KiB.
+const CONNECTION_CAP: f64 = 10_000.0;
+const CONNECTION_KIB: f64 = 14.0;
+
 /// The documents of a YAML file as JSON, read by PyYAML from kubernetes-validate's virtual environment.
 fn documents(path: &str) -> Vec<serde_json::Value> {
     let python = format!("{PYPI_TOOLS}/venv/bin/python");
@@ -108,6 +113,9 @@ fn sidecar_is_set_up_as_documented_and_its_environment_serves_a_cluster() {
     let limit = sidecar["resources"]["limits"]["memory"].as_str().map(mebibytes);
     c.check(request.is_some_and(|r| r >= 2.0 * MEASURED_PEAK_MIB), || format!("memory request {request:?} MiB"));
     c.check(limit >= request, || format!("memory limit {limit:?} under the request {request:?}"));
+    // The pod's address is reachable from the cluster: a flood of connections must not get the sidecar killed.
+    let flood = MEASURED_PEAK_MIB + CONNECTION_CAP * CONNECTION_KIB / 1024.0;
+    c.check(limit.is_some_and(|l| l >= flood), || format!("memory limit {limit:?} MiB under a full house {flood:.0}"));
 
     // The password comes from the Secret of secret.yaml, by a key it has.
     let password =
