@@ -96,16 +96,18 @@ fn values_that_would_forge_log_lines_are_refused() {
 }
 
 #[test]
-fn sighup_is_logged_and_changes_nothing() {
+fn sighup_and_the_user_signals_are_logged_and_change_nothing() {
     let mut p = start_ready(without_postgres());
-    let mark = p.stdout().len();
-    p.signal(libc::SIGHUP).expect("SIGHUP");
-    let noted =
-        p.stdout().wait_for(mark, "the SIGHUP line", Duration::from_secs(5), |l| l.starts_with("SIGHUP received"));
-    assert!(noted.is_ok(), "a line says SIGHUP was received; {}", p.output_dump());
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(p.try_exit_status().expect("status"), None, "SIGHUP does not end pg-status; {}", p.output_dump());
-    assert_eq!(p.get("/live").expect("live").status, 200, "still answering after SIGHUP");
+    for (signal, name) in [(libc::SIGHUP, "SIGHUP"), (libc::SIGUSR1, "SIGUSR1"), (libc::SIGUSR2, "SIGUSR2")] {
+        let mark = p.stdout().len();
+        p.signal(signal).expect(name);
+        let prefix = format!("{name} received and ignored");
+        let noted = p.stdout().wait_for(mark, &prefix, Duration::from_secs(5), |l| l.starts_with(&prefix));
+        assert!(noted.is_ok(), "a line says {name} was received; {}", p.output_dump());
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(p.try_exit_status().expect("status"), None, "{name} does not end pg-status; {}", p.output_dump());
+        assert_eq!(p.get("/live").expect("live").status, 200, "still answering after {name}");
+    }
     p.signal(libc::SIGTERM).expect("SIGTERM");
     let status = p.wait_exit(Duration::from_secs(5)).expect("exit after SIGTERM");
     assert_eq!(status.code(), Some(0), "clean exit after SIGTERM; {}", p.output_dump());

@@ -64,7 +64,9 @@ pub(crate) fn run() -> i32 {
     let signals = match Signals::register() {
         Ok(signals) => signals,
         Err(e) => {
-            logger.fatal(format_args!("cannot install the SIGTERM, SIGINT and SIGHUP handlers: {e}"));
+            logger.fatal(format_args!(
+                "cannot install the signal handlers (SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2): {e}"
+            ));
             return EXIT_START;
         }
     };
@@ -152,15 +154,20 @@ pub(crate) fn run() -> i32 {
             signalled.notify(usize::MAX);
         }
     };
-    let note_hangups = async {
+    let note_signals = async {
         loop {
-            signals.recv_hangup().await;
-            logger.info(format_args!(
-                "SIGHUP received and ignored: pg-status reads its configuration only at start-up (restart it to change it)"
-            ));
+            for name in signals.recv_noted().await {
+                if name == "SIGHUP" {
+                    logger.info(format_args!(
+                        "SIGHUP received and ignored: pg-status reads its configuration only at start-up (restart it to change it)"
+                    ));
+                } else {
+                    logger.info(format_args!("{name} received and ignored: pg-status has nothing to do on it"));
+                }
+            }
         }
     };
-    let count_signals = future::or(count_signals, note_hangups);
+    let count_signals = future::or(count_signals, note_signals);
     let served = server::block_on(async {
         // The first signal starts the shutdown; a second one while requests drain ends the wait at once.
         let serving = server.run(signals_reached(1));

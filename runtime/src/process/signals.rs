@@ -1,18 +1,28 @@
-//! SIGTERM and SIGINT (stop) and SIGHUP (noted, nothing else) as something an async task can wait for.
+//! SIGTERM and SIGINT (stop), and SIGHUP, SIGUSR1 and SIGUSR2 (noted, nothing else), as something an async
+//! task can wait for.
 //!
 //! The handler only writes a byte to a socket pair (signal-hook's self-pipe); the HTTP thread reads it.
-//! SIGHUP would otherwise end the process at once, without draining requests or a shutdown line; pg-status
-//! reads its configuration only at start-up, so the signal has nothing to reload and is only logged.
+//! SIGHUP, SIGUSR1 and SIGUSR2 would otherwise end the process at once, without draining requests or a
+//! shutdown line, and they are what tools send to daemons in passing (a terminal closing, a log-rotation
+//! script written for another server). pg-status reads its configuration only at start-up and writes its logs
+//! to its standard streams, so it has nothing to do for them: they are only logged.
 
 use std::io;
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 
-/// Receives SIGTERM and SIGINT, and separately SIGHUP, once registered.
+/// The signals that are noted and otherwise ignored, by name.
+const NOTED: [(i32, &str); 3] = [(SIGHUP, "SIGHUP"), (SIGUSR1, "SIGUSR1"), (SIGUSR2, "SIGUSR2")];
+
+/// Receives SIGTERM and SIGINT, and separately the noted signals, once registered.
 pub struct Signals {
     read: UnixStream,
-    hangup: UnixStream,
+    noted: UnixStream,
+    /// Which noted signal arrived, set by its handler before it wakes `noted`.
+    arrived: [Arc<AtomicBool>; NOTED.len()],
 }
 
 impl Signals {
@@ -21,11 +31,16 @@ impl Signals {
         let (read, write) = UnixStream::pair()?;
         signal_hook::low_level::pipe::register(SIGTERM, write.try_clone()?)?;
         signal_hook::low_level::pipe::register(SIGINT, write)?;
-        let (hangup, hangup_write) = UnixStream::pair()?;
-        signal_hook::low_level::pipe::register(SIGHUP, hangup_write)?;
+        let (noted, noted_write) = UnixStream::pair()?;
+        let arrived: [Arc<AtomicBool>; NOTED.len()] = Default::default();
+        for ((signal, _), flag) in NOTED.iter().zip(&arrived) {
+            // Registered in this order, the flag is set before the byte that wakes the reader is written.
+            signal_hook::flag::register(*signal, flag.clone())?;
+            signal_hook::low_level::pipe::register(*signal, noted_write.try_clone()?)?;
+        }
         read.set_nonblocking(true)?;
-        hangup.set_nonblocking(true)?;
-        Ok(Signals { read, hangup })
+        noted.set_nonblocking(true)?;
+        Ok(Signals { read, noted, arrived })
     }
 
     /// Completes at the next signal (or at once for one that arrived since the last call). Runs on the HTTP
@@ -35,12 +50,19 @@ impl Signals {
         let _ = next_byte(&self.read).await;
     }
 
-    /// Completes at the next SIGHUP (or at once for one that arrived since the last call).
-    pub async fn recv_hangup(&self) {
+    /// Completes at the next noted signal (or at once for one that arrived since the last call) with the
+    /// names of those that arrived since the last call.
+    pub async fn recv_noted(&self) -> Vec<&'static str> {
         // A read error would make this return at once forever; pending instead keeps the caller quiet.
-        if next_byte(&self.hangup).await.is_err() {
+        if next_byte(&self.noted).await.is_err() {
             std::future::pending::<()>().await;
         }
+        NOTED
+            .iter()
+            .zip(&self.arrived)
+            .filter(|(_, flag)| flag.swap(false, Ordering::Relaxed))
+            .map(|((_, name), _)| *name)
+            .collect()
     }
 }
 
