@@ -659,6 +659,14 @@ fn parse_hosts(raw: &str, ports: &[u16]) -> Result<Vec<HostConfig>, ConfigError>
         if host.is_empty() {
             return Err(invalid(VAR, raw, format!("{item:?} has no host name")));
         }
+        if host.len() > MAX_HOST_NAME {
+            let start: String = host.chars().take(40).collect();
+            return Err(invalid(
+                VAR,
+                raw,
+                format!("{start:?}... has {} characters; a host name has at most {MAX_HOST_NAME}", host.len()),
+            ));
+        }
         if let Some(prev) =
             hosts.iter().find(|h| h.name == *item || (h.host.eq_ignore_ascii_case(host) && h.port == port))
         {
@@ -668,6 +676,9 @@ fn parse_hosts(raw: &str, ports: &[u16]) -> Result<Vec<HostConfig>, ConfigError>
     }
     Ok(hosts)
 }
+
+/// The longest DNS name (RFC 1035: 255 octets on the wire); every IP address is shorter.
+const MAX_HOST_NAME: usize = 253;
 
 /// Splits `host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 address.
 fn split_host_port(item: &str) -> Result<(&str, Option<u16>), String> {
@@ -956,6 +967,14 @@ mod tests {
             let count = ports.split(',').count();
             assert!(e.contains("pg_status__pg_port") && e.contains(&format!("{count} ports for 3 hosts")), "{e}");
         }
+    }
+
+    #[test]
+    fn host_names_longer_than_dns_allows_are_refused() {
+        let longest = "a".repeat(253);
+        assert!(cfg(&[("pg_status__hosts", &format!("{longest}:6432"))]).is_ok());
+        let e = err(&[("pg_status__hosts", &format!("db1,{longest}b"))]);
+        assert!(e.contains("has 254 characters; a host name has at most 253"), "{e}");
     }
 
     #[test]

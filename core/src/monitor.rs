@@ -107,10 +107,27 @@ pub struct PollError {
     pub message: String,
 }
 
+/// The longest poll error message kept, in bytes: a server may send an error of 60 KiB, and it would be
+/// logged at every failed poll.
+pub const MAX_ERROR_MESSAGE: usize = 1024;
+
+/// What ends a message shortened to [`MAX_ERROR_MESSAGE`].
+pub const TRUNCATED: &str = "...[truncated]";
+
 impl PollError {
-    /// A failure of the given kind.
+    /// A failure of the given kind; a message longer than [`MAX_ERROR_MESSAGE`] bytes is cut there (on a
+    /// character boundary) and ends with [`TRUNCATED`].
     pub fn new(kind: PollErrorKind, message: impl Into<String>) -> PollError {
-        PollError { kind, message: message.into() }
+        let mut message = message.into();
+        if message.len() > MAX_ERROR_MESSAGE {
+            let mut end = MAX_ERROR_MESSAGE - TRUNCATED.len();
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push_str(TRUNCATED);
+        }
+        PollError { kind, message }
     }
 
     /// The iteration ran past its deadline.

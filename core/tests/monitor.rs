@@ -600,3 +600,20 @@ fn an_answer_exactly_at_the_deadline_is_a_timeout() {
     m.handle_poll_result(a[0].0, Ok(master(1)), t0 + ms(500));
     assert_eq!(m.snapshot().hosts[0].health, Health::PossiblyDead);
 }
+
+proptest! {
+    #[test]
+    fn poll_error_messages_are_kept_whole_or_cut_short_and_marked(message in ".{0,400}", repeat in 1usize..8) {
+        use pg_status_core::monitor::{MAX_ERROR_MESSAGE, TRUNCATED};
+        // Up to 8 x 400 characters of up to 4 bytes: messages on both sides of the limit.
+        let message = message.repeat(repeat);
+        let kept = PollError::new(PollErrorKind::Query, message.clone()).message;
+        if message.len() <= MAX_ERROR_MESSAGE {
+            prop_assert_eq!(kept, message);
+        } else {
+            prop_assert!(kept.len() <= MAX_ERROR_MESSAGE, "{} bytes kept", kept.len());
+            let head = kept.strip_suffix(TRUNCATED).expect("marked as cut");
+            prop_assert!(message.starts_with(head) && head.len() + 4 > MAX_ERROR_MESSAGE - TRUNCATED.len());
+        }
+    }
+}
