@@ -275,7 +275,7 @@ mod tests {
         // Every function call names its schema.
         for call in POLL_QUERY.match_indices('(').map(|(i, _)| &POLL_QUERY[..i]) {
             let word = call.rsplit(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.')).next().unwrap_or("");
-            let keyword = ["", "SELECT", "OPERATOR", "JOIN", "FROM"].contains(&word);
+            let keyword = ["", "select", "operator", "join", "from"].contains(&word);
             assert!(keyword || word.starts_with("pg_catalog."), "{word:?} is not schema-qualified");
         }
     }
