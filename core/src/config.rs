@@ -239,16 +239,14 @@ impl TlsConfig {
     pub fn with_default_files(&self, exists: impl Fn(&str) -> bool) -> TlsConfig {
         let mut out = self.clone();
         let Some(dir) = self.default_dir.as_deref() else { return out };
-        let default = |name: &str| {
-            let path = format!("{}/{name}", dir.trim_end_matches('/'));
-            exists(&path).then_some(path)
-        };
-        out.root_cert = out.root_cert.or_else(|| default("root.crt"));
-        out.crl = out.crl.or_else(|| default("root.crl"));
+        let path = |name: &str| format!("{}/{name}", dir.trim_end_matches('/'));
+        let existing = |name: &str| Some(path(name)).filter(|p| exists(p));
+        out.root_cert = out.root_cert.or_else(|| existing("root.crt"));
+        out.crl = out.crl.or_else(|| existing("root.crl"));
         if out.cert.is_none() && out.key.is_none() {
-            if let Some(cert) = default("postgresql.crt") {
+            if let Some(cert) = existing("postgresql.crt") {
                 out.cert = Some(cert);
-                out.key = Some(format!("{}/postgresql.key", dir.trim_end_matches('/')));
+                out.key = Some(path("postgresql.key"));
             }
         }
         out

@@ -60,7 +60,7 @@ impl Signals {
         NOTED
             .iter()
             .zip(&self.arrived)
-            .filter(|(_, flag)| flag.swap(false, Ordering::Relaxed))
+            .filter(|(_, flag)| flag.swap(false, Ordering::SeqCst))
             .map(|((_, name), _)| *name)
             .collect()
     }
