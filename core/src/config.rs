@@ -233,7 +233,8 @@ pub struct TlsConfig {
 
 impl TlsConfig {
     /// The settings with libpq's default files filled in where no variable names a file and the default
-    /// exists (`exists` says which do): `root.crt` for `PGSSLROOTCERT`, `root.crl` for `PGSSLCRL`, and
+    /// exists (`exists` says which do): `root.crt` for `PGSSLROOTCERT`, `root.crl` for `PGSSLCRL` (only with
+    /// root certificates, which are what it revokes from, as in libpq), and
     /// `postgresql.crt` with `postgresql.key` when neither `PGSSLCERT` nor `PGSSLKEY` is given (the key
     /// whether or not it exists, so a certificate without its key is an error naming the key).
     pub fn with_default_files(&self, exists: impl Fn(&str) -> bool) -> TlsConfig {
@@ -242,7 +243,9 @@ impl TlsConfig {
         let path = |name: &str| format!("{}/{name}", dir.trim_end_matches('/'));
         let existing = |name: &str| Some(path(name)).filter(|p| exists(p));
         out.root_cert = out.root_cert.or_else(|| existing("root.crt"));
-        out.crl = out.crl.or_else(|| existing("root.crl"));
+        if out.root_cert.is_some() {
+            out.crl = out.crl.or_else(|| existing("root.crl"));
+        }
         if out.cert.is_none() && out.key.is_none() {
             if let Some(cert) = existing("postgresql.crt") {
                 out.cert = Some(cert);
@@ -657,12 +660,14 @@ fn parse_hosts(raw: &str, ports: &[u16]) -> Result<Vec<HostConfig>, ConfigError>
         if host.is_empty() {
             return Err(invalid(VAR, raw, format!("{item:?} has no host name")));
         }
-        if host.len() > MAX_HOST_NAME {
+        // One trailing dot (a fully qualified name) is not part of the length.
+        let bare = host.strip_suffix('.').unwrap_or(host);
+        if bare.len() > MAX_HOST_NAME {
             let start: String = host.chars().take(40).collect();
             return Err(invalid(
                 VAR,
                 raw,
-                format!("{start:?}... has {} characters; a host name has at most {MAX_HOST_NAME}", host.len()),
+                format!("{start:?}... has {} bytes; a host name has at most {MAX_HOST_NAME}", bare.len()),
             ));
         }
         if let Some(prev) =
@@ -914,8 +919,9 @@ mod tests {
         assert_eq!(resolved.cert.as_deref(), Some("/home/app/.postgresql/postgresql.crt"));
         assert_eq!(resolved.key.as_deref(), Some("/home/app/.postgresql/postgresql.key"));
 
-        // Only files that exist are used; a certificate brings its key along, present or not.
-        let only_cert = c.tls.with_default_files(|p| p.ends_with("postgresql.crt"));
+        // Only files that exist are used; a certificate brings its key along, present or not; a CRL without
+        // root certificates is not used.
+        let only_cert = c.tls.with_default_files(|p| p.ends_with("postgresql.crt") || p.ends_with("root.crl"));
         assert_eq!((only_cert.root_cert, only_cert.crl), (None, None));
         assert_eq!(only_cert.key.as_deref(), Some("/home/app/.postgresql/postgresql.key"));
 
@@ -971,8 +977,9 @@ mod tests {
     fn host_names_longer_than_dns_allows_are_refused() {
         let longest = "a".repeat(253);
         assert!(cfg(&[("pg_status__hosts", &format!("{longest}:6432"))]).is_ok());
+        assert!(cfg(&[("pg_status__hosts", &format!("{longest}."))]).is_ok(), "a fully qualified name");
         let e = err(&[("pg_status__hosts", &format!("db1,{longest}b"))]);
-        assert!(e.contains("has 254 characters; a host name has at most 253"), "{e}");
+        assert!(e.contains("has 254 bytes; a host name has at most 253"), "{e}");
     }
 
     #[test]

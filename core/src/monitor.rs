@@ -126,6 +126,8 @@ impl PollError {
             }
             message.truncate(end);
             message.push_str(TRUNCATED);
+            // Kept per host until the next poll: give back the rest of a long message's allocation.
+            message.shrink_to_fit();
         }
         PollError { kind, message }
     }

@@ -463,6 +463,13 @@ fn the_host_list_follows_every_new_snapshot() {
         server.published.store(snapshot_replayed(replayed));
         assert_eq!(db2_position(), replayed, "/hosts after publishing db2 at {replayed}");
     }
+    // Two snapshots published between requests: the first one's memory may be reused by the second, and
+    // its document must not be taken for the second's.
+    for (between, replayed) in [("0/3000010", "0/3000000"), ("0/3000000", "0/3000010")] {
+        server.published.store(snapshot_replayed(between));
+        server.published.store(snapshot_replayed(replayed));
+        assert_eq!(db2_position(), replayed, "/hosts after publishing db2 at {between}, then at {replayed}");
+    }
 }
 
 #[test]

@@ -114,9 +114,10 @@ impl Pool {
         Ok(())
     }
 
-    /// How many threads the pool should have at `now`: at least the minimum, and enough that every name a
-    /// poll still waits for has a thread besides those held by look-ups running for [`STUCK`] or longer (a
-    /// thread of a younger look-up is counted on to be free soon); never more than [`MAX_THREADS`].
+    /// How many threads the pool should have at `now`: at least the minimum, and besides the threads held by
+    /// look-ups running for [`STUCK`] or longer, one for each name a poll still waits for, up to the
+    /// minimum (threads of younger look-ups are counted on to be free soon, so a burst of names that resolve
+    /// quickly needs no more); never more than [`MAX_THREADS`].
     fn threads_wanted(&self, now: Instant) -> usize {
         let stuck = self
             .lookups
@@ -125,8 +126,22 @@ impl Pool {
             .count();
         let awaited = |key: &Key| self.lookups.get(key).is_some_and(|l| l.waiters.iter().any(|w| !w.is_canceled()));
         let waiting = self.queue.iter().filter(|key| awaited(key)).count();
-        self.threads.max(MIN_THREADS).max(stuck + waiting).min(MAX_THREADS)
+        self.threads.max(MIN_THREADS).max(stuck + waiting.min(MIN_THREADS)).min(MAX_THREADS)
     }
+}
+
+/// Starts the threads the pool wants now. Fails only when it has no thread at all and cannot start one;
+/// otherwise the threads there are will get to every look-up.
+fn grow(state: &mut Pool) -> io::Result<()> {
+    let wanted = state.threads_wanted(Instant::now());
+    while state.threads < wanted {
+        match std::thread::Builder::new().name("pg-status-dns".to_owned()).spawn(serve) {
+            Ok(_) => state.threads += 1,
+            Err(_) if state.threads > 0 => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Queues `host:port` for a look-up (or joins the one queued or running) and starts the threads the pool
@@ -134,18 +149,10 @@ impl Pool {
 fn submit(host: &str, port: u16, waiter: oneshot::Sender<io::Result<Vec<SocketAddr>>>) -> io::Result<()> {
     let mut state = lock();
     state.enqueue((host.to_owned(), port), waiter)?;
-    let wanted = state.threads_wanted(Instant::now());
-    while state.threads < wanted {
-        match std::thread::Builder::new().name("pg-status-dns".to_owned()).spawn(serve) {
-            Ok(_) => state.threads += 1,
-            // The threads there are will get to it.
-            Err(_) if state.threads > 0 => break,
-            Err(e) => {
-                state.lookups.remove(&(host.to_owned(), port));
-                state.queue.retain(|k| k.0 != host || k.1 != port);
-                return Err(io::Error::other(format!("cannot look up {host}: no resolver thread: {e}")));
-            }
-        }
+    if let Err(e) = grow(&mut state) {
+        state.lookups.remove(&(host.to_owned(), port));
+        state.queue.retain(|k| k.0 != host || k.1 != port);
+        return Err(io::Error::other(format!("cannot look up {host}: no resolver thread: {e}")));
     }
     pool().1.notify_one();
     Ok(())
@@ -156,9 +163,25 @@ pub async fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);
     }
-    let (waiter, answered) = oneshot::channel();
+    let (waiter, mut answered) = oneshot::channel();
     submit(host, port, waiter)?;
-    let found = answered.await.map_err(|_| io::Error::other(format!("the look-up of {host} was abandoned")))??;
+    // The look-ups ahead of this one may turn out to hang only after it was queued: look at the pool again
+    // every STUCK while waiting, so it grows then rather than at some later poll's look-up.
+    let answer = loop {
+        let reply = async { Some((&mut answered).await) };
+        let recheck = async {
+            async_io::Timer::after(STUCK).await;
+            None
+        };
+        match futures_lite::future::or(reply, recheck).await {
+            Some(answer) => break answer,
+            None => {
+                let _ = grow(&mut lock());
+                pool().1.notify_one();
+            }
+        }
+    };
+    let found = answer.map_err(|_| io::Error::other(format!("the look-up of {host} was abandoned")))??;
     if found.is_empty() {
         return Err(io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address")));
     }
@@ -190,15 +213,25 @@ mod tests {
     fn a_name_queued_or_running_is_looked_up_once() {
         let mut pool = Pool::default();
         let key = ("db1".to_owned(), 5432);
-        pool.enqueue(key.clone(), waiter(true).0).expect("queued");
-        pool.enqueue(key.clone(), waiter(true).0).expect("joined");
-        assert_eq!(pool.queue.len(), 1);
+        // Each poll keeps its end of the channel: it still waits.
+        let poll = |pool: &mut Pool, key: &Key| {
+            let (tx, rx) = waiter(true);
+            pool.enqueue(key.clone(), tx).map(|()| rx)
+        };
+        let first = poll(&mut pool, &key).expect("queued");
+        let _second = poll(&mut pool, &key).expect("joined");
+        assert_eq!((pool.queue.len(), pool.lookups[&key].waiters.len()), (1, 2), "one look-up, two polls");
         pool.lookups.get_mut(&key).expect("queued").started = Some(Instant::now());
         pool.queue.clear();
-        pool.enqueue(key.clone(), waiter(true).0).expect("joined the running look-up");
+        let _third = poll(&mut pool, &key).expect("joined the running look-up");
         assert!(pool.queue.is_empty(), "a running look-up is not queued again");
-        pool.enqueue(("db1".to_owned(), 6432), waiter(true).0).expect("another port is another look-up");
+        assert_eq!(pool.lookups[&key].waiters.len(), 3, "every poll gets the one answer");
+        let _other = poll(&mut pool, &("db1".to_owned(), 6432)).expect("another port is another look-up");
         assert_eq!(pool.queue.len(), 1);
+        // A poll that gave up is dropped from the look-up when the next one joins.
+        drop(first);
+        let _fourth = poll(&mut pool, &key).expect("joined");
+        assert_eq!(pool.lookups[&key].waiters.len(), 3);
     }
 
     #[test]
@@ -220,6 +253,8 @@ mod tests {
         };
         assert_eq!(pool_with(0, &[], 1, 0), MIN_THREADS, "the first look-up starts the pool");
         assert_eq!(pool_with(4, &[long_ago; 4], 3, 0), 7, "every thread hangs: one for each name waiting");
+        assert_eq!(pool_with(4, &[long_ago; 4], 30, 0), 8, "at most the minimum more at a time");
+        assert_eq!(pool_with(4, &[], 300, 0), 4, "a burst of names, none hanging: no more threads");
         assert_eq!(pool_with(4, &[long_ago; 4], 1, 2), 5, "names no poll waits for any more need no thread");
         assert_eq!(pool_with(4, &[long_ago, long_ago, long_ago, now], 1, 0), 4, "a young look-up ends soon");
         assert_eq!(pool_with(4, &[long_ago; 3], 1, 0), 4, "a thread is free");

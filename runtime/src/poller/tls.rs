@@ -100,12 +100,14 @@ impl PgTls {
         let crls = settings.crl.as_deref().map(|path| load_crls(path)).transpose()?;
         let verifier: Arc<dyn ServerCertVerifier> = match (mode, roots) {
             (SslMode::VerifyCa | SslMode::VerifyFull, None) => {
+                let default = match &settings.default_dir {
+                    Some(dir) => format!("or {dir}/root.crt hold them"),
+                    None => "HOME is not set, so there is no ~/.postgresql/root.crt".to_owned(),
+                };
                 return Err(TlsError::Mode {
                     mode: mode.as_str(),
-                    reason: "PGSSLROOTCERT must name a PEM file of trusted root certificates (or \
-                             ~/.postgresql/root.crt hold them)"
-                        .to_owned(),
-                })
+                    reason: format!("PGSSLROOTCERT must name a PEM file of trusted root certificates ({default})"),
+                });
             }
             // libpq checks the chain in every TLS mode once it has root certificates.
             (_, Some((path, roots))) => {
