@@ -64,6 +64,19 @@ fn start_sidecars(hosts: &[(String, u16)]) -> Vec<PgStatus> {
     sidecars
 }
 
+/// How many clients of the `postgres` database `bouncer` shows, once it shows `want` or after `within`: a
+/// sidecar whose connection is being replaced at the moment of a look is not missing.
+fn clients_within(bouncer: &PgBouncer, want: usize, within: Duration) -> usize {
+    let start = Instant::now();
+    loop {
+        let clients = bouncer.clients().expect("SHOW CLIENTS");
+        if clients >= want || start.elapsed() >= within {
+            return clients;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Waits until every sidecar answers `path` with `body`; returns how long the last one took.
 fn all_answer(sidecars: &[PgStatus], path: &str, body: &str, timeout: Duration) -> Duration {
     let start = Instant::now();
@@ -116,8 +129,10 @@ fn fifty_sidecars_share_two_backends_per_server_and_follow_a_failover() {
     all_answer(&sidecars, "/replica", &br.host(), Duration::from_secs(60));
 
     // 50 client connections on each PgBouncer, at most 2 backends on each server.
-    c.check(bm.clients().expect("SHOW CLIENTS") >= SIDECARS, || format!("clients: {:?}", bm.show("CLIENTS")));
-    c.check(br.clients().expect("SHOW CLIENTS") >= SIDECARS, || format!("clients: {:?}", br.show("CLIENTS")));
+    for bouncer in [&bm, &br] {
+        let clients = clients_within(bouncer, SIDECARS, Duration::from_secs(10));
+        c.check(clients >= SIDECARS, || format!("{clients} sidecar clients on {}, want {SIDECARS}", bouncer.host()));
+    }
     for node in [m, r] {
         let most = most_backends(node, 20);
         c.check((1..=POOL_SIZE as usize).contains(&most), || {
