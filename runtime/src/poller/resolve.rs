@@ -147,11 +147,12 @@ fn grow(state: &mut Pool) -> io::Result<()> {
 /// Queues `host:port` for a look-up (or joins the one queued or running) and starts the threads the pool
 /// wants now.
 fn submit(host: &str, port: u16, waiter: oneshot::Sender<io::Result<Vec<SocketAddr>>>) -> io::Result<()> {
+    let key = (host.to_owned(), port);
     let mut state = lock();
-    state.enqueue((host.to_owned(), port), waiter)?;
+    state.enqueue(key.clone(), waiter)?;
     if let Err(e) = grow(&mut state) {
-        state.lookups.remove(&(host.to_owned(), port));
-        state.queue.retain(|k| k.0 != host || k.1 != port);
+        state.lookups.remove(&key);
+        state.queue.retain(|k| *k != key);
         return Err(io::Error::other(format!("cannot look up {host}: no resolver thread: {e}")));
     }
     pool().1.notify_one();

@@ -156,14 +156,8 @@ pub(crate) fn run() -> i32 {
     };
     let note_signals = async {
         loop {
-            for name in signals.recv_noted().await {
-                if name == "SIGHUP" {
-                    logger.info(format_args!(
-                        "SIGHUP received and ignored: pg-status reads its configuration only at start-up (restart it to change it)"
-                    ));
-                } else {
-                    logger.info(format_args!("{name} received and ignored: pg-status has nothing to do on it"));
-                }
+            for line in signals.recv_noted().await {
+                logger.info(format_args!("{line}"));
             }
         }
     };

@@ -14,8 +14,15 @@ use std::sync::Arc;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 
-/// The signals that are noted and otherwise ignored, by name.
-const NOTED: [(i32, &str); 3] = [(SIGHUP, "SIGHUP"), (SIGUSR1, "SIGUSR1"), (SIGUSR2, "SIGUSR2")];
+/// The signals that are noted and otherwise ignored: number, and the line that says so.
+const NOTED: [(i32, &str); 3] = [
+    (
+        SIGHUP,
+        "SIGHUP received and ignored: pg-status reads its configuration only at start-up (restart it to change it)",
+    ),
+    (SIGUSR1, "SIGUSR1 received and ignored: pg-status has nothing to do on it"),
+    (SIGUSR2, "SIGUSR2 received and ignored: pg-status has nothing to do on it"),
+];
 
 /// Receives SIGTERM and SIGINT, and separately the noted signals, once registered.
 pub struct Signals {
@@ -51,7 +58,7 @@ impl Signals {
     }
 
     /// Completes at the next noted signal (or at once for one that arrived since the last call) with the
-    /// names of those that arrived since the last call.
+    /// lines to log for those that arrived since the last call.
     pub async fn recv_noted(&self) -> Vec<&'static str> {
         // A read error would make this return at once forever; pending instead keeps the caller quiet.
         if next_byte(&self.noted).await.is_err() {
@@ -61,7 +68,7 @@ impl Signals {
             .iter()
             .zip(&self.arrived)
             .filter(|(_, flag)| flag.swap(false, Ordering::SeqCst))
-            .map(|((_, name), _)| *name)
+            .map(|((_, line), _)| *line)
             .collect()
     }
 }
